@@ -1,0 +1,91 @@
+"""The `keras-fpn` command line: a thin layer over the library."""
+
+import argparse
+import os
+import sys
+import time
+
+
+def _weights(value):
+    return None if value.lower() == "none" else value
+
+
+def _print_pyramid(args):
+    import keras
+
+    from keras_fpn.backbones.fpn_backbone import FPNBackbone
+    from keras_fpn.utils.flops import count_flops
+
+    height, width = args.image_size
+    start = time.perf_counter()
+    print(f"Building {args.backbone} (weights={args.weights}) with a FeaturePyramid "
+          f"P{args.min_level}-P{args.max_level}, {args.num_channels} channels...", flush=True)
+    model = FPNBackbone(
+        args.backbone,
+        weights=args.weights,
+        input_shape=(None, None, 3) if not args.fixed_shape else (height, width, 3),
+        min_level=args.min_level,
+        max_level=args.max_level,
+        num_channels=args.num_channels,
+        pyramid_kwargs={"fusion": args.fusion, "extra_levels_from": args.extra_levels_from, "norm": args.norm},
+    )
+    print(f"Built in {time.perf_counter() - start:.1f}s. Running one {height}x{width} image...", flush=True)
+    images = keras.random.uniform((1, height, width, 3), 0.0, 255.0, seed=0)
+    features = model.backbone_features(images)
+    pyramid = model(images)
+    pyramid_params = model.get_layer("feature_pyramid").count_params()
+    print()
+    print(f"{'level':<6}{'stride':>7}  {'backbone layer':<28}{'C shape':<22}{'P shape':<22}")
+    for level in range(args.min_level, args.max_level + 1):
+        c_key, p_key = f"C{level}", f"P{level}"
+        layer = model.stage_layers.get(level, "(extra level)")
+        c_shape = tuple(features[c_key].shape) if c_key in features else "-"
+        print(f"{level:<6}{2 ** level:>7}  {layer:<28}{str(c_shape):<22}{str(tuple(pyramid[p_key].shape)):<22}")
+    flops = count_flops(model, (height, width, 3))
+    print()
+    print(f"parameters: {model.count_params():,} (backbone {model.count_params() - pyramid_params:,}, "
+          f"feature pyramid {pyramid_params:,})")
+    print(f"GFLOPs at {height}x{width}: {flops / 1e9:.2f} (multiply-add = 2, TensorFlow profiler)")
+    print(f"done in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-fpn", description="Feature Pyramid Networks and RetinaNet for Keras 3."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    pyramid = commands.add_parser(
+        "pyramid",
+        help="build a FeaturePyramid over a keras.applications backbone; print its levels, parameters and FLOPs",
+    )
+    pyramid.add_argument("--backbone", default="ResNet50", help="keras.applications name (default: ResNet50)")
+    pyramid.add_argument("--weights", type=_weights, default="none",
+                         help="'imagenet', a local weights file, or 'none' (default: none)")
+    pyramid.add_argument("--image-size", type=int, nargs=2, default=(512, 640), metavar=("HEIGHT", "WIDTH"),
+                         help="image size to run and count FLOPs at (default: 512 640)")
+    pyramid.add_argument("--fixed-shape", action="store_true",
+                         help="build with a fixed input shape (needed by NASNet)")
+    pyramid.add_argument("--min-level", type=int, default=3)
+    pyramid.add_argument("--max-level", type=int, default=7)
+    pyramid.add_argument("--num-channels", type=int, default=256)
+    pyramid.add_argument("--fusion", choices=("sum", "concat"), default="sum")
+    pyramid.add_argument("--extra-levels-from", choices=("backbone", "pyramid"), default="backbone")
+    pyramid.add_argument("--norm", choices=("batch", "group"), default=None)
+    pyramid.set_defaults(run=_print_pyramid)
+    return parser
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ValueError as error:
+        print(f"keras-fpn: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

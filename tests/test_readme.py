@@ -1,0 +1,20 @@
+"""The README's example runs, and prints what the README says it prints."""
+
+import ast
+import contextlib
+import io
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_example_runs_as_written():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    example = blocks[0]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(example, "README.md", "exec"), {})
+    first_line = printed.getvalue().splitlines()[0]
+    promised = re.search(r"^# (\{'P3'.*\})$", example, re.M).group(1)
+    assert ast.literal_eval(first_line) == ast.literal_eval(promised)
