@@ -18,3 +18,16 @@ def test_readme_example_runs_as_written():
     first_line = printed.getvalue().splitlines()[0]
     promised = re.search(r"^# (\{'P3'.*\})$", example, re.M).group(1)
     assert ast.literal_eval(first_line) == ast.literal_eval(promised)
+
+
+def test_readme_retinanet_example_runs():
+    import keras
+    import pytest
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("RetinaNet decoding uses TensorFlow's NMS")
+    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "RetinaNet(" in b)
+    namespace = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    detections = namespace["detections"]
+    assert detections["boxes"].shape == (8, 100, 4) and detections["num_detections"].shape == (8,)

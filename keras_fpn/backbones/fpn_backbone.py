@@ -4,6 +4,8 @@ import keras
 
 from keras_fpn.backbones.applications import get_application
 from keras_fpn.backbones.stage_outputs import find_stage_outputs
+from keras_fpn.utils.batchnorm import freeze_batchnorm as freeze_batchnorm_layers
+from keras_fpn.utils.batchnorm import set_batchnorm_momentum
 from keras_fpn.layers.application_preprocessing import ApplicationPreprocessing
 from keras_fpn.layers.feature_pyramid import FeaturePyramid
 from keras_fpn.layers.levels import level_key
@@ -59,6 +61,10 @@ class FPNBackbone(keras.Model):
         return_features: bool, default False. True returns the backbone maps `{"C{l}"}` instead of the pyramid.
         backbone_kwargs: dict or None. Further arguments of the `keras.applications` constructor (e.g. `alpha`
             for MobileNet).
+        batchnorm_momentum: float or None. Sets the momentum of every backbone BatchNorm; keras.applications use
+            0.99-0.999, too slow for short from-scratch schedules (0.9 follows the weights within tens of steps).
+        freeze_batchnorm: bool, default False. Freezes the backbone's BatchNorm layers (statistics and affine
+            weights, inference mode in training too), for fine-tuning pretrained weights.
         **kwargs: base `keras.Model` arguments (`name`, `dtype`, `trainable`).
 
     Call arguments:
@@ -89,6 +95,8 @@ class FPNBackbone(keras.Model):
         preprocessing="auto",
         return_features=False,
         backbone_kwargs=None,
+        batchnorm_momentum=None,
+        freeze_batchnorm=False,
         **kwargs,
     ):
         input_shape = tuple(input_shape)
@@ -107,6 +115,10 @@ class FPNBackbone(keras.Model):
         else:
             constructor, family = get_application(backbone)
             application = constructor(include_top=False, weights=weights, input_shape=input_shape, **backbone_kwargs)
+        if batchnorm_momentum is not None:
+            set_batchnorm_momentum(application, batchnorm_momentum)
+        if freeze_batchnorm:
+            freeze_batchnorm_layers(application)
         if preprocessing == "auto":
             preprocessing = family
         if preprocessing is not None:
@@ -154,6 +166,8 @@ class FPNBackbone(keras.Model):
         self.preprocessing = preprocessing
         self.return_features = return_features
         self.backbone_kwargs = backbone_kwargs
+        self.batchnorm_momentum = batchnorm_momentum
+        self.freeze_batchnorm = freeze_batchnorm
         self._extractor_name = extractor.name
 
     def backbone_features(self, images, training=False):
@@ -185,6 +199,8 @@ class FPNBackbone(keras.Model):
             "preprocessing": self.preprocessing,
             "return_features": self.return_features,
             "backbone_kwargs": {},
+            "batchnorm_momentum": self.batchnorm_momentum,
+            "freeze_batchnorm": self.freeze_batchnorm,
         }
 
     @classmethod

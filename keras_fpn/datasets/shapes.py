@@ -1,0 +1,90 @@
+"""A generated detection dataset: coloured shapes at many scales on textured backgrounds."""
+
+import numpy as np
+
+SHAPE_CLASSES = ("rectangle", "ellipse", "triangle")
+
+
+def _draw(image, kind, box, color):
+    x1, y1, x2, y2 = box
+    ys, xs = np.mgrid[y1:y2, x1:x2]
+    if kind == "rectangle":
+        mask = np.ones(ys.shape, bool)
+    elif kind == "ellipse":
+        cy, cx, ry, rx = (y1 + y2 - 1) / 2, (x1 + x2 - 1) / 2, (y2 - y1) / 2, (x2 - x1) / 2
+        mask = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 <= 1.0
+    else:  # an upward triangle filling the box: apex at the top centre, base along the bottom
+        u = (ys - y1 + 0.5) / (y2 - y1)
+        mask = np.abs(xs + 0.5 - (x1 + x2) / 2) <= u * (x2 - x1) / 2
+    image[y1:y2, x1:x2][mask] = color
+
+
+def generate_shapes(num_images, image_size=128, max_objects=4, min_size=12, max_size=None, seed=0):
+    """Generates images with up to `max_objects` non-overlapping shapes each, deterministic by `seed`.
+
+    Args:
+        num_images: int.
+        image_size: int, or `(height, width)`.
+        max_objects: int, objects per image are uniform in `1..max_objects`.
+        min_size: int, the smallest object side in pixels (small objects included on purpose).
+        max_size: int, the largest side; default 3/4 of the smaller image side.
+        seed: int.
+
+    Returns:
+        `(images uint8 [num_images, height, width, 3], boxes float32 [num_images, max_objects, 4] pixel xyxy,
+        labels int32 [num_images, max_objects])`, padded with boxes 0 and labels -1. Class `i` is
+        `SHAPE_CLASSES[i]`. Box sides are drawn log-uniformly between `min_size` and `max_size`.
+    """
+    height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
+    max_size = max_size or int(0.75 * min(height, width))
+    rng = np.random.default_rng(seed)
+    images = np.empty((num_images, height, width, 3), np.uint8)
+    boxes = np.zeros((num_images, max_objects, 4), np.float32)
+    labels = -np.ones((num_images, max_objects), np.int32)
+    for n in range(num_images):
+        background = rng.integers(0, 256, 3)
+        noise = rng.normal(0, 12, (height, width, 1))
+        image = np.clip(background + noise, 0, 255).astype(np.uint8)
+        placed = []
+        for _ in range(rng.integers(1, max_objects + 1)):
+            for _attempt in range(20):
+                side = np.exp(rng.uniform(np.log(min_size), np.log(max_size)))
+                aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+                box_h = int(np.clip(round(side * np.sqrt(aspect)), min_size, height))
+                box_w = int(np.clip(round(side / np.sqrt(aspect)), min_size, width))
+                y1, x1 = rng.integers(0, height - box_h + 1), rng.integers(0, width - box_w + 1)
+                box = (x1, y1, x1 + box_w, y1 + box_h)
+                if all(box[2] <= p[0] or p[2] <= box[0] or box[3] <= p[1] or p[3] <= box[1] for p in placed):
+                    break
+            else:
+                continue
+            color = rng.integers(0, 256, 3)
+            while np.abs(color - background).sum() < 150:  # keep every object visible on its background
+                color = rng.integers(0, 256, 3)
+            label = rng.integers(0, len(SHAPE_CLASSES))
+            _draw(image, SHAPE_CLASSES[label], box, color)
+            boxes[n, len(placed)] = box
+            labels[n, len(placed)] = label
+            placed.append(box)
+        images[n] = image
+    return images, boxes, labels
+
+
+def shapes_dataset(num_images, batch_size=8, image_size=128, max_objects=4, min_size=12, max_size=None, seed=0,
+                   shuffle=False, repeat=False):
+    """The shapes images as a `tf.data.Dataset` of `(images float32 [B, H, W, 3], {"boxes", "labels"})`.
+
+    Images are raw RGB in [0, 255]; boxes are pixel `xyxy`, padded with label -1. Use different seeds for
+    training and held-out splits.
+    """
+    import tensorflow as tf
+
+    images, boxes, labels = generate_shapes(num_images, image_size, max_objects, min_size, max_size, seed)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (images.astype(np.float32), {"boxes": boxes, "labels": labels})
+    )
+    if shuffle:
+        dataset = dataset.shuffle(num_images, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)

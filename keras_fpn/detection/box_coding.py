@@ -1,0 +1,71 @@
+"""Matching anchors to ground truth and coding boxes as deltas, on top of `keras.utils.bounding_boxes`."""
+
+from keras import ops
+from keras.utils import bounding_boxes
+
+
+def encode_deltas(anchors, boxes, box_weights):
+    """Box regression targets of `boxes` relative to `anchors` (both pixel `xyxy`).
+
+    Keras's `encode_box_to_deltas` with `variance = 1 / box_weights`: `[(y - ya) / ha, (x - xa) / wa,
+    log(h / ha), log(w / wa)]`, each multiplied by its weight.
+    """
+    variance = [1.0 / w for w in box_weights]
+    return bounding_boxes.encode_box_to_deltas(
+        anchors, boxes, anchor_format="xyxy", box_format="xyxy", variance=variance
+    )
+
+
+def decode_deltas(anchors, deltas, box_weights):
+    """Inverse of `encode_deltas`: pixel `xyxy` boxes from `[..., 4]` deltas."""
+    variance = [1.0 / w for w in box_weights]
+    return bounding_boxes.decode_deltas_to_boxes(
+        anchors, deltas, anchor_format="xyxy", box_format="xyxy", variance=variance
+    )
+
+
+def pairwise_iou(anchors, boxes):
+    """IoU `[batch, num_anchors, num_boxes]` of `anchors [N, 4]` with `boxes [batch, M, 4]`, pixel `xyxy`."""
+    area_a = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
+    area_b = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    a, b = anchors[None, :, None, :], boxes[:, None, :, :]
+    width = ops.maximum(ops.minimum(a[..., 2], b[..., 2]) - ops.maximum(a[..., 0], b[..., 0]), 0.0)
+    height = ops.maximum(ops.minimum(a[..., 3], b[..., 3]) - ops.maximum(a[..., 1], b[..., 1]), 0.0)
+    intersection = width * height
+    union = area_a[None, :, None] + area_b[:, None, :] - intersection
+    return intersection / ops.maximum(union, 1e-9)
+
+
+def match_anchors(anchors, boxes, labels, positive_iou=0.5, negative_iou=0.4, allow_low_quality_matches=True):
+    """Assigns each anchor a ground-truth box: positive, negative or ignored (RetinaNet's IoU rule).
+
+    Args:
+        anchors: `[N, 4]` pixel `xyxy`.
+        boxes: `[batch, M, 4]` pixel `xyxy` ground truth, padded.
+        labels: `[batch, M]` int, -1 marks padding.
+        positive_iou: an anchor with IoU >= this with some box is positive.
+        negative_iou: an anchor whose best IoU is < this is negative; in between it is ignored.
+        allow_low_quality_matches: also make positive each box's best anchors (ties included), so every object
+            gets at least one anchor even when no anchor reaches `positive_iou` (small objects).
+
+    Returns:
+        `(matched_index [batch, N] int, positive [batch, N] bool, negative [batch, N] bool)`.
+    """
+    valid = labels >= 0
+    iou = pairwise_iou(anchors, boxes)
+    iou = ops.where(valid[:, None, :], iou, -1.0)
+    best_iou = ops.max(iou, axis=-1)
+    matched_index = ops.argmax(iou, axis=-1)
+    positive = best_iou >= positive_iou
+    negative = (best_iou < negative_iou) & (best_iou >= 0.0)
+    if allow_low_quality_matches:
+        best_for_box = ops.max(iou, axis=1, keepdims=True)  # [batch, 1, M]
+        is_best = (iou == best_for_box) & (best_for_box > 0.0) & valid[:, None, :]
+        low_quality = ops.any(is_best, axis=-1)
+        # The anchor's own best box may be another one; match it to the box it is best for.
+        matched_index = ops.where(low_quality & ~positive, ops.argmax(ops.cast(is_best, "float32") * iou, -1),
+                                  matched_index)
+        positive = positive | low_quality
+    # Images with no boxes: every anchor is negative.
+    negative = (negative | ~ops.any(valid, axis=-1, keepdims=True)) & ~positive
+    return matched_index, positive, negative

@@ -1,0 +1,88 @@
+"""Turning raw RetinaNet outputs into detections: top-k per level, box decoding, per-class NMS.
+
+Shared by `RetinaNet.predict_step` and the exported serving function, so both give the same detections.
+"""
+
+import tensorflow as tf
+from keras import ops
+
+from keras_fpn.detection.box_coding import decode_deltas
+
+
+def decode_detections(
+    box_deltas,
+    class_logits,
+    anchors,
+    level_sizes,
+    image_height,
+    image_width,
+    box_weights=(1.0, 1.0, 1.0, 1.0),
+    score_threshold=0.05,
+    pre_nms_topk=1000,
+    nms_iou_threshold=0.5,
+    max_detections=100,
+):
+    """Detections from raw head outputs.
+
+    For each level, the `pre_nms_topk` highest (anchor, class) scores are kept (after the score threshold), their
+    deltas decoded against the anchors and clipped to the image; per-class NMS
+    (`tf.image.combined_non_max_suppression`) then keeps at most `max_detections` per image. Working on at most
+    `levels x pre_nms_topk` candidates keeps decoding fast when scores are low everywhere.
+
+    Args:
+        box_deltas: `[batch, N, 4]` box head outputs.
+        class_logits: `[batch, N, K]` classification logits.
+        anchors: `[N, 4]` pixel `xyxy` anchors.
+        level_sizes: list of ints, anchors per level, in order (they add up to N).
+        image_height, image_width: ints or scalar tensors, the size boxes are clipped to.
+
+    Returns:
+        dict with `boxes [batch, max_detections, 4]` (pixel `xyxy`), `scores [batch, max_detections]`,
+        `labels [batch, max_detections]` int32 (-1 past `num_detections`), `num_detections [batch]` int32.
+    """
+    box_deltas = ops.cast(box_deltas, "float32")
+    scores = ops.sigmoid(ops.cast(class_logits, "float32"))
+    num_classes = ops.shape(scores)[-1]
+    candidate_boxes, candidate_scores, candidate_classes = [], [], []
+    start = 0
+    for size in level_sizes:
+        level_scores = scores[:, start : start + size]
+        flat = ops.reshape(level_scores, (ops.shape(level_scores)[0], -1))
+        if isinstance(size, int):
+            k = min(pre_nms_topk, size * int(class_logits.shape[-1]))
+        else:  # runtime level size: pad with zero scores (below any threshold) so top-k always has k entries
+            k = pre_nms_topk
+            flat = ops.pad(flat, [[0, 0], [0, k]])
+        top_scores, top_index = ops.top_k(flat, k=k)
+        anchor_index = ops.minimum(top_index // num_classes, size - 1)
+        level_deltas = ops.take_along_axis(box_deltas[:, start : start + size], anchor_index[..., None], axis=1)
+        level_anchors = ops.take(anchors[start : start + size], anchor_index, axis=0)
+        candidate_boxes.append(decode_deltas(level_anchors, level_deltas, box_weights))
+        candidate_scores.append(top_scores)
+        candidate_classes.append(top_index % num_classes)
+        start += size
+    boxes = ops.concatenate(candidate_boxes, axis=1)
+    height, width = ops.cast(image_height, "float32"), ops.cast(image_width, "float32")
+    boxes = ops.stack(
+        [ops.clip(boxes[..., 0], 0.0, width), ops.clip(boxes[..., 1], 0.0, height),
+         ops.clip(boxes[..., 2], 0.0, width), ops.clip(boxes[..., 3], 0.0, height)], axis=-1
+    )
+    class_scores = ops.one_hot(ops.concatenate(candidate_classes, axis=1), num_classes) * ops.concatenate(
+        candidate_scores, axis=1
+    )[..., None]
+    # combined_non_max_suppression reads corners as (y1, x1, y2, x2), but IoU is symmetric in x and y, so xyxy
+    # boxes go through unchanged.
+    nms_boxes, nms_scores, nms_classes, num_detections = tf.image.combined_non_max_suppression(
+        boxes[:, :, None, :],
+        class_scores,
+        max_output_size_per_class=max_detections,
+        max_total_size=max_detections,
+        iou_threshold=nms_iou_threshold,
+        score_threshold=score_threshold,
+        pad_per_class=False,
+        clip_boxes=False,
+    )
+    num_detections = ops.cast(num_detections, "int32")
+    valid = ops.arange(max_detections)[None, :] < num_detections[:, None]
+    labels = ops.where(valid, ops.cast(nms_classes, "int32"), -1)
+    return {"boxes": nms_boxes, "scores": nms_scores, "labels": labels, "num_detections": num_detections}

@@ -1,0 +1,377 @@
+"""RetinaNet: an FPN backbone, shared heads, focal loss, and decoding inside Keras's own training hooks."""
+
+import math
+
+import keras
+from keras import ops
+from keras.utils import bounding_boxes
+
+from keras_fpn.backbones.fpn_backbone import FPNBackbone
+from keras_fpn.detection.anchors import DEFAULT_ASPECT_RATIOS, DEFAULT_SCALES, AnchorGenerator
+from keras_fpn.detection.box_coding import decode_deltas, encode_deltas, match_anchors
+from keras_fpn.detection.losses import BOX_LOSSES, focal_loss, giou_loss, smooth_l1_loss
+from keras_fpn.detection.prediction_head import PredictionHead
+from keras_fpn.layers.levels import level_key
+
+
+def _dense_targets(y):
+    """`{"boxes", "labels"}` as dense tensors padded with label -1 (ragged input accepted)."""
+    if not isinstance(y, dict) or "boxes" not in y or "labels" not in y:
+        raise ValueError(
+            "Expected y = {'boxes': [batch, num_boxes, 4], 'labels': [batch, num_boxes]} padded with label -1; "
+            f"received {type(y).__name__}{'' if not isinstance(y, dict) else ' with keys ' + str(sorted(y))}."
+        )
+    boxes, labels = y["boxes"], y["labels"]
+    if hasattr(boxes, "to_tensor"):  # tf.RaggedTensor
+        boxes = boxes.to_tensor(default_value=0.0)
+    if hasattr(labels, "to_tensor"):
+        labels = labels.to_tensor(default_value=-1)
+    boxes, labels = ops.cast(boxes, "float32"), ops.cast(labels, "int32")
+    # One extra padding column, so a batch with no boxes at all (shape [batch, 0, 4]) still has something for the
+    # IoU reductions to reduce over.
+    batch = ops.shape(boxes)[0]
+    boxes = ops.concatenate([boxes, ops.zeros((batch, 1, 4), "float32")], axis=1)
+    labels = ops.concatenate([labels, -ops.ones((batch, 1), "int32")], axis=1)
+    return boxes, labels
+
+
+@keras.saving.register_keras_serializable(package="keras_fpn")
+class RetinaNet(keras.Model):
+    """RetinaNet (Lin et al. 2017, "Focal Loss for Dense Object Detection", https://arxiv.org/abs/1708.02002).
+
+    An `FPNBackbone` (P3-P7 by default) feeds one classification head and one box head, each shared across all
+    levels. Training works with plain `model.fit(images, y)`: anchors are matched to `y` and the focal and box
+    losses computed inside `compute_loss`. `predict` and `predict_on_batch` decode boxes and run per-class NMS;
+    calling the model returns the raw head outputs.
+
+    Args:
+        num_classes: int, number of object classes (labels 0..num_classes-1).
+        backbone: str, `FPNBackbone`, default `"ResNet50"`. A `keras.applications` name (an `FPNBackbone` is built
+            with `backbone_weights`, `min_level`, `max_level`, `num_channels`, `input_shape`, `backbone_kwargs`)
+            or a built `FPNBackbone`.
+        backbone_weights: `"imagenet"` (default), None, or a local weights file; used when `backbone` is a name.
+        min_level, max_level: ints, default 3 and 7. Pyramid levels; ignored for a built `FPNBackbone`.
+        num_channels: int, default 256. Pyramid channels; ignored for a built `FPNBackbone`.
+        input_shape: tuple, default `(None, None, 3)`. Image shape; ignored for a built `FPNBackbone`.
+        backbone_kwargs: dict or None. More `FPNBackbone` arguments (`pyramid_kwargs`, `batchnorm_momentum`,
+            `freeze_batchnorm`, `backbone_kwargs`...).
+        bounding_box_format: str, default `"xyxy"`. Format of `y["boxes"]` and of predicted boxes: any format
+            `keras.utils.bounding_boxes.convert_format` knows (`"xyxy"`, `"yxyx"`, `"xywh"`, `"center_xywh"`,
+            `"rel_xyxy"`, ...).
+        anchor_scale: float, default 4. Base anchor size in strides (32..512 on P3..P7).
+        anchor_scales: sequence, default `(2^0, 2^(1/3), 2^(2/3))`.
+        aspect_ratios: sequence, default `(0.5, 1, 2)` (height / width).
+        head_filters: int, default 256. Hidden channels of both heads.
+        head_depth: int, default 4. Hidden 3x3 convs in each head.
+        head_norm: None or `"group"`. GroupNorm in the heads.
+        prior_probability: float, default 0.01. Initial foreground probability of every anchor.
+        positive_iou: float, default 0.5. IoU at or above which an anchor is positive.
+        negative_iou: float, default 0.4. IoU below which an anchor is negative (ignored in between).
+        allow_low_quality_matches: bool, default True. Each box's best anchors are positive too.
+        box_weights: 4 floats, default `(1, 1, 1, 1)`. Weights of the (y, x, h, w) box deltas.
+        box_loss: `"huber"` (smooth L1, default) or `"giou"`.
+        smooth_l1_beta: float, default 0.1. Where smooth L1 turns from quadratic to linear.
+        box_loss_weight: float, default 1.
+        focal_alpha: float, default 0.25. focal_gamma: float, default 2.
+        score_threshold: float, default 0.05. pre_nms_topk: int, default 1000 candidates per level.
+        nms_iou_threshold: float, default 0.5. max_detections: int, default 100 per image.
+        **kwargs: base `keras.Model` arguments (`name`, `dtype`).
+
+    Call arguments:
+        images: `[batch, height, width, 3]` raw RGB in [0, 255].
+
+    Returns:
+        Calling the model: `{"box": [batch, N, 4] deltas, "classification": [batch, N, num_classes] logits}` over
+        all `N` anchors. `predict`: `{"boxes": [batch, max_detections, 4], "scores": [batch, max_detections],
+        "labels": [batch, max_detections] (-1 for padding), "num_detections": [batch]}`, boxes in
+        `bounding_box_format`.
+
+    Example:
+
+    >>> model = RetinaNet(num_classes=3, backbone="MobileNetV3Small", backbone_weights=None, num_channels=32,
+    ...                   head_filters=32, head_depth=1, min_level=3, max_level=5)
+    >>> model.compile(optimizer="adam")
+    >>> images = keras.random.uniform((2, 128, 128, 3), 0, 255)
+    >>> y = {"boxes": [[[10, 10, 50, 60]], [[30, 40, 90, 120]]], "labels": [[0], [2]]}
+    >>> history = model.fit(images, y, epochs=1, verbose=0)
+    >>> sorted(model.predict(images, verbose=0))
+    ['boxes', 'labels', 'num_detections', 'scores']
+    """
+
+    def __init__(
+        self,
+        num_classes,
+        backbone="ResNet50",
+        backbone_weights="imagenet",
+        min_level=3,
+        max_level=7,
+        num_channels=256,
+        input_shape=(None, None, 3),
+        backbone_kwargs=None,
+        bounding_box_format="xyxy",
+        anchor_scale=4.0,
+        anchor_scales=DEFAULT_SCALES,
+        aspect_ratios=DEFAULT_ASPECT_RATIOS,
+        head_filters=256,
+        head_depth=4,
+        head_norm=None,
+        prior_probability=0.01,
+        positive_iou=0.5,
+        negative_iou=0.4,
+        allow_low_quality_matches=True,
+        box_weights=(1.0, 1.0, 1.0, 1.0),
+        box_loss="huber",
+        smooth_l1_beta=0.1,
+        box_loss_weight=1.0,
+        focal_alpha=0.25,
+        focal_gamma=2.0,
+        score_threshold=0.05,
+        pre_nms_topk=1000,
+        nms_iou_threshold=0.5,
+        max_detections=100,
+        **kwargs,
+    ):
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"Received num_classes={num_classes!r}; expected a positive integer.")
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"Received box_loss={box_loss!r}; expected one of {BOX_LOSSES}.")
+        if not 0.0 < prior_probability < 1.0:
+            raise ValueError(f"Received prior_probability={prior_probability}; expected 0 < p < 1.")
+        if not 0.0 <= negative_iou <= positive_iou <= 1.0:
+            raise ValueError(
+                f"Received negative_iou={negative_iou}, positive_iou={positive_iou}; expected "
+                "0 <= negative_iou <= positive_iou <= 1."
+            )
+        if len(box_weights) != 4:
+            raise ValueError(f"Received box_weights={box_weights!r}; expected 4 numbers for (y, x, h, w).")
+        try:
+            bounding_boxes.convert_format(ops.zeros((1, 4)), bounding_box_format, "xyxy", height=1, width=1)
+        except Exception:  # noqa: BLE001 - Keras raises several types for an unknown format
+            raise ValueError(
+                f"Received bounding_box_format={bounding_box_format!r}; expected a format that "
+                "keras.utils.bounding_boxes.convert_format knows: 'xyxy', 'yxyx', 'xywh', 'center_xywh', "
+                "'center_yxhw', 'rel_xyxy', 'rel_yxyx', 'rel_xywh', 'rel_center_xywh'."
+            ) from None
+
+        backbone_kwargs = dict(backbone_kwargs or {})
+        if isinstance(backbone, dict):
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        if isinstance(backbone, str):
+            backbone = FPNBackbone(backbone, weights=backbone_weights, input_shape=input_shape, min_level=min_level,
+                                   max_level=max_level, num_channels=num_channels, **backbone_kwargs)
+        if not isinstance(backbone, FPNBackbone) or backbone.return_features:
+            raise ValueError(
+                f"Received backbone={backbone!r}; expected a keras.applications name or an FPNBackbone that "
+                "returns its pyramid (return_features=False)."
+            )
+
+        anchor_generator = AnchorGenerator(backbone.min_level, backbone.max_level, anchor_scale, anchor_scales,
+                                           aspect_ratios)
+        num_anchors = anchor_generator.anchors_per_location
+        images = keras.Input(shape=backbone.image_shape, name="images")
+        pyramid = backbone(images)
+        classification_head = PredictionHead(
+            num_anchors * num_classes, head_filters, head_depth, head_norm,
+            bias_prior=-math.log((1 - prior_probability) / prior_probability), name="classification_head",
+        )
+        box_head = PredictionHead(num_anchors * 4, head_filters, head_depth, head_norm, name="box_head")
+        class_outputs, box_outputs = [], []
+        for level in range(backbone.min_level, backbone.max_level + 1):
+            key = level_key("P", level)
+            class_outputs.append(
+                keras.layers.Reshape((-1, num_classes), name=f"classification_{key}")(classification_head(pyramid[key]))
+            )
+            box_outputs.append(keras.layers.Reshape((-1, 4), name=f"box_{key}")(box_head(pyramid[key])))
+        outputs = {
+            "box": keras.layers.Concatenate(axis=1, dtype="float32", name="box")(box_outputs),
+            "classification": keras.layers.Concatenate(axis=1, dtype="float32", name="classification")(
+                class_outputs
+            ),
+        }
+        super().__init__(inputs=images, outputs=outputs, **kwargs)
+
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.bounding_box_format = bounding_box_format
+        self.anchor_generator = anchor_generator
+        self.anchor_scale = anchor_scale
+        self.anchor_scales = tuple(anchor_scales)
+        self.aspect_ratios = tuple(aspect_ratios)
+        self.head_filters = head_filters
+        self.head_depth = head_depth
+        self.head_norm = head_norm
+        self.prior_probability = prior_probability
+        self.positive_iou = positive_iou
+        self.negative_iou = negative_iou
+        self.allow_low_quality_matches = allow_low_quality_matches
+        self.box_weights = tuple(float(w) for w in box_weights)
+        self.box_loss = box_loss
+        self.smooth_l1_beta = smooth_l1_beta
+        self.box_loss_weight = box_loss_weight
+        self.focal_alpha = focal_alpha
+        self.focal_gamma = focal_gamma
+        self.score_threshold = score_threshold
+        self.pre_nms_topk = pre_nms_topk
+        self.nms_iou_threshold = nms_iou_threshold
+        self.max_detections = max_detections
+        self.classification_loss_tracker = keras.metrics.Mean(name="classification_loss")
+        self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
+        self._level_shape_cache = {}
+
+    # -- anchors ------------------------------------------------------------------------------------------------
+
+    def level_shapes(self, image_height, image_width):
+        """`{level: (height, width)}` of the pyramid maps for an image size.
+
+        With Python ints the backbone's own shape inference gives the exact sizes (valid padding included);
+        with runtime sizes each level is `ceil(previous / 2)` from the image, right for "same"-padding backbones
+        and any image whose sides are multiples of `2^max_level`.
+        """
+        levels = range(self.backbone.min_level, self.backbone.max_level + 1)
+        if isinstance(image_height, int) and isinstance(image_width, int):
+            key = (image_height, image_width)
+            if key not in self._level_shape_cache:
+                spec = self.backbone.compute_output_spec(keras.KerasTensor((1, *key, self.backbone.image_shape[-1])))
+                self._level_shape_cache[key] = {level: tuple(spec[level_key("P", level)].shape[1:3])
+                                                for level in levels}
+            return self._level_shape_cache[key]
+        shapes, height, width = {}, image_height, image_width
+        for level in range(1, self.backbone.max_level + 1):
+            height, width = (height + 1) // 2, (width + 1) // 2
+            if level in levels:
+                shapes[level] = (height, width)
+        return shapes
+
+    def anchors_for(self, images, level_shapes=None):
+        """`(anchors [N, 4] pixel xyxy, anchors per level, image height, image width)` for a batch of images,
+        for the given pyramid `{level: (height, width)}` or, by default, `level_shapes` of the image size."""
+        height, width = images.shape[1], images.shape[2]
+        if height is None or width is None:
+            dynamic = ops.shape(images)
+            height = dynamic[1] if height is None else height
+            width = dynamic[2] if width is None else width
+        shapes = level_shapes if level_shapes is not None else self.level_shapes(height, width)
+        anchors = self.anchor_generator(shapes)
+        per_level = [h * w * self.anchor_generator.anchors_per_location for h, w in shapes.values()]
+        return anchors, per_level, height, width
+
+    # -- training -----------------------------------------------------------------------------------------------
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        boxes, labels = _dense_targets(y)
+        anchors, _, height, width = self.anchors_for(x)
+        boxes = bounding_boxes.convert_format(boxes, self.bounding_box_format, "xyxy", height=height, width=width)
+        matched, positive, negative = match_anchors(
+            anchors, boxes, labels, self.positive_iou, self.negative_iou, self.allow_low_quality_matches
+        )
+        matched_boxes = ops.take_along_axis(boxes, matched[..., None], axis=1)
+        matched_labels = ops.take_along_axis(labels, matched, axis=1)
+        # Non-positive anchors regress onto themselves (zero deltas) so padding boxes never reach a log(0).
+        matched_boxes = ops.where(positive[..., None], matched_boxes, anchors[None])
+
+        positive_f = ops.cast(positive, "float32")
+        num_positive = ops.maximum(ops.sum(positive_f), 1.0)
+        class_targets = ops.one_hot(ops.maximum(matched_labels, 0), self.num_classes) * positive_f[..., None]
+        class_weights = ops.cast(positive | negative, "float32")
+        logits = ops.cast(y_pred["classification"], "float32")
+        deltas = ops.cast(y_pred["box"], "float32")
+        class_loss = ops.sum(
+            focal_loss(class_targets, logits, self.focal_alpha, self.focal_gamma) * class_weights
+        ) / num_positive
+        if self.box_loss == "huber":
+            targets = encode_deltas(anchors, matched_boxes, self.box_weights)
+            per_anchor = smooth_l1_loss(targets, deltas, self.smooth_l1_beta)
+        else:
+            per_anchor = giou_loss(matched_boxes, decode_deltas(anchors, deltas, self.box_weights))
+        box_loss = ops.sum(per_anchor * positive_f) / num_positive
+
+        self.classification_loss_tracker.update_state(class_loss)
+        self.box_loss_tracker.update_state(box_loss)
+        loss = class_loss + self.box_loss_weight * box_loss
+        if self.losses:
+            loss = loss + ops.sum(self.losses)
+        return loss
+
+    # -- inference ----------------------------------------------------------------------------------------------
+
+    def forward_with_level_shapes(self, images, training=False):
+        """The raw outputs of `model(images)` and the runtime `{level: (height, width)}` of the pyramid maps.
+
+        Runs the same layers as the functional graph, reading each map's size as it is computed, so anchors match
+        the head outputs for every backbone and image size, known or not when the function is traced.
+        """
+        pyramid = self.backbone(images, training=training)
+        classification_head = self.get_layer("classification_head")
+        box_head = self.get_layer("box_head")
+        boxes, logits, shapes = [], [], {}
+        for level in range(self.backbone.min_level, self.backbone.max_level + 1):
+            features = pyramid[level_key("P", level)]
+            dynamic = ops.shape(features)
+            shapes[level] = tuple(dynamic[i] if features.shape[i] is None else features.shape[i] for i in (1, 2))
+            batch = dynamic[0]
+            logits.append(ops.reshape(classification_head(features), (batch, -1, self.num_classes)))
+            boxes.append(ops.reshape(box_head(features), (batch, -1, 4)))
+        y_pred = {"box": ops.cast(ops.concatenate(boxes, axis=1), "float32"),
+                  "classification": ops.cast(ops.concatenate(logits, axis=1), "float32")}
+        return y_pred, shapes
+
+    def decode_predictions(self, y_pred, images, level_shapes=None):
+        """Detections (see `predict`) from raw outputs `y_pred` of `images`. Shared with the serving export."""
+        from keras_fpn.detection.decoder import decode_detections
+
+        anchors, per_level, height, width = self.anchors_for(images, level_shapes)
+        detections = decode_detections(
+            y_pred["box"], y_pred["classification"], anchors, per_level, height, width,
+            box_weights=self.box_weights, score_threshold=self.score_threshold, pre_nms_topk=self.pre_nms_topk,
+            nms_iou_threshold=self.nms_iou_threshold, max_detections=self.max_detections,
+        )
+        detections["boxes"] = bounding_boxes.convert_format(
+            detections["boxes"], "xyxy", self.bounding_box_format, height=height, width=width
+        )
+        return detections
+
+    def predict_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        y_pred, level_shapes = self.forward_with_level_shapes(images)
+        return self.decode_predictions(y_pred, images, level_shapes)
+
+    # -- serialization -----------------------------------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_classes": self.num_classes,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "backbone_weights": None,
+            "min_level": self.backbone.min_level,
+            "max_level": self.backbone.max_level,
+            "num_channels": self.backbone.num_channels,
+            "input_shape": self.backbone.image_shape,
+            "backbone_kwargs": {},
+            "bounding_box_format": self.bounding_box_format,
+            "anchor_scale": self.anchor_scale,
+            "anchor_scales": self.anchor_scales,
+            "aspect_ratios": self.aspect_ratios,
+            "head_filters": self.head_filters,
+            "head_depth": self.head_depth,
+            "head_norm": self.head_norm,
+            "prior_probability": self.prior_probability,
+            "positive_iou": self.positive_iou,
+            "negative_iou": self.negative_iou,
+            "allow_low_quality_matches": self.allow_low_quality_matches,
+            "box_weights": self.box_weights,
+            "box_loss": self.box_loss,
+            "smooth_l1_beta": self.smooth_l1_beta,
+            "box_loss_weight": self.box_loss_weight,
+            "focal_alpha": self.focal_alpha,
+            "focal_gamma": self.focal_gamma,
+            "score_threshold": self.score_threshold,
+            "pre_nms_topk": self.pre_nms_topk,
+            "nms_iou_threshold": self.nms_iou_threshold,
+            "max_detections": self.max_detections,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

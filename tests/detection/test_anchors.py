@@ -1,0 +1,46 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_fpn.detection import AnchorGenerator
+
+
+def test_hand_computed_anchors_at_p3():
+    generator = AnchorGenerator(3, 3, anchor_scale=4.0, scales=(1.0,), aspect_ratios=(0.5, 1.0, 2.0))
+    anchors = keras.ops.convert_to_numpy(generator({3: (2, 3)}))
+    assert anchors.shape == (2 * 3 * 3, 4)
+    r = 32 / math.sqrt(2) / 2  # half the short side of a 1:2 anchor of area 32^2
+    # location (row 0, col 0): centre (4, 4); ratio 0.5 is wide (h = 32 sqrt(.5), w = 32 / sqrt(.5))
+    np.testing.assert_allclose(anchors[0], [4 - 2 * r, 4 - r, 4 + 2 * r, 4 + r], atol=1e-4)
+    np.testing.assert_allclose(anchors[1], [-12, -12, 20, 20], atol=1e-5)
+    np.testing.assert_allclose(anchors[2], [4 - r, 4 - 2 * r, 4 + r, 4 + 2 * r], atol=1e-4)
+    # location (row 0, col 1): centre x moves by the stride
+    np.testing.assert_allclose(anchors[4], [-4, -12, 28, 20], atol=1e-5)
+    # location (row 1, col 0): centre y = 12
+    np.testing.assert_allclose(anchors[3 * 3 + 1], [-12, -4, 20, 28], atol=1e-5)
+
+
+def test_retinanet_defaults():
+    generator = AnchorGenerator(3, 7)
+    assert generator.anchors_per_location == 9
+    sides = [cell[2] - cell[0] for cell in generator.cell_anchors(7)]
+    # square anchors at P7: 512 * 2^(k/3)
+    np.testing.assert_allclose(sides[1::3], [512, 512 * 2 ** (1 / 3), 512 * 2 ** (2 / 3)], rtol=1e-6)
+    anchors = generator({3: (80, 80), 4: (40, 40), 5: (20, 20), 6: (10, 10), 7: (5, 5)})
+    assert anchors.shape == (9 * (6400 + 1600 + 400 + 100 + 25), 4)  # 76,725 at 640x640
+
+
+def test_odd_and_runtime_sizes():
+    generator = AnchorGenerator(3, 4, scales=(1.0,), aspect_ratios=(1.0,))
+    anchors = keras.ops.convert_to_numpy(generator({3: (13, 17), 4: (7, 9)}))
+    assert anchors.shape == (13 * 17 + 7 * 9, 4)
+    np.testing.assert_allclose(anchors[13 * 17 - 1], [16 * 8 + 4 - 16, 12 * 8 + 4 - 16, 16 * 8 + 4 + 16, 12 * 8 + 4 + 16])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="Received min_level=4, max_level=3"):
+        AnchorGenerator(4, 3)
+    with pytest.raises(ValueError, match="expected positive numbers"):
+        AnchorGenerator(3, 4, aspect_ratios=(0.0,))

@@ -1,0 +1,174 @@
+import os
+import tempfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_fpn import FPNBackbone, PredictionHead, RetinaNet
+from keras_fpn.datasets import generate_shapes
+from keras_fpn.utils import batchnorm
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="decoding uses TensorFlow's NMS")
+
+
+def tiny_retinanet(**kwargs):
+    args = dict(num_classes=3, backbone="MobileNetV3Small", backbone_weights=None, min_level=3, max_level=5,
+                num_channels=16, head_filters=16, head_depth=1, anchor_scale=3.0,
+                backbone_kwargs={"backbone_kwargs": {"minimalistic": True, "alpha": 0.75}})
+    args.update(kwargs)
+    return RetinaNet(**args)
+
+
+def shapes(n=4, size=64, seed=0):
+    images, boxes, labels = generate_shapes(n, size, max_objects=3, seed=seed)
+    return images.astype("float32"), {"boxes": boxes, "labels": labels}
+
+
+def test_raw_outputs_and_shared_heads():
+    model = tiny_retinanet()
+    outputs = model(np.zeros((2, 64, 96, 3), "float32"))
+    num_anchors = 9 * (8 * 12 + 4 * 6 + 2 * 3)
+    assert outputs["box"].shape == (2, num_anchors, 4)
+    assert outputs["classification"].shape == (2, num_anchors, 3)
+    heads = [layer for layer in model.layers if isinstance(layer, PredictionHead)]
+    assert sorted(head.name for head in heads) == ["box_head", "classification_head"]
+    # the prior: every anchor starts near p = 0.01
+    probabilities = 1 / (1 + np.exp(-keras.ops.convert_to_numpy(outputs["classification"])))
+    assert abs(probabilities.mean() - 0.01) < 0.005
+
+
+def test_fit_predict_and_predict_on_batch():
+    model = tiny_retinanet()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images, y = shapes()
+    history = model.fit(images, y, batch_size=2, epochs=2, verbose=0)
+    assert set(history.history) >= {"loss", "classification_loss", "box_loss"}
+    assert all(np.isfinite(history.history["loss"]))
+    for predictions in (model.predict(images, batch_size=2, verbose=0), model.predict_on_batch(images)):
+        assert predictions["boxes"].shape == (4, 100, 4)
+        assert predictions["scores"].shape == (4, 100)
+        assert predictions["labels"].shape == (4, 100)
+        assert predictions["num_detections"].shape == (4,)
+        n = int(predictions["num_detections"][0])
+        assert (np.asarray(predictions["labels"])[0, n:] == -1).all()
+        boxes = np.asarray(predictions["boxes"])[0, :n]
+        assert (boxes >= 0).all() and (boxes[:, 2] <= 64).all() and (boxes[:, 3] <= 64).all()
+
+
+def test_no_objects_and_all_padding_batches_train_without_nan():
+    model = tiny_retinanet()
+    model.compile(optimizer="adam")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    empty = {"boxes": np.zeros((2, 3, 4), "float32"), "labels": -np.ones((2, 3), "int32")}
+    logs = model.train_on_batch(images, empty, return_dict=True)
+    assert np.isfinite(logs["loss"]) and logs["box_loss"] == 0.0
+    none_at_all = {"boxes": np.zeros((2, 0, 4), "float32"), "labels": np.zeros((2, 0), "int32")}
+    assert np.isfinite(model.train_on_batch(images, none_at_all, return_dict=True)["loss"])
+
+
+def test_ragged_targets():
+    model = tiny_retinanet()
+    model.compile(optimizer="adam")
+    images, y = shapes(2)
+    keep = y["labels"] >= 0
+    ragged = {"boxes": tf.ragged.constant([b[k].tolist() for b, k in zip(y["boxes"], keep)], ragged_rank=1),
+              "labels": tf.ragged.constant([lab[k].tolist() for lab, k in zip(y["labels"], keep)])}
+    dense_loss = model.compute_loss(images, y, model(images))
+    ragged_loss = model.compute_loss(images, ragged, model(images))
+    np.testing.assert_allclose(float(ragged_loss), float(dense_loss), rtol=1e-5)
+
+
+@pytest.mark.parametrize("box_format", ["rel_yxyx", "center_xywh", "xywh"])
+def test_every_box_format_gives_the_same_loss(box_format):
+    images, y = shapes(2)
+    reference = tiny_retinanet()
+    y_pred = reference(images)
+    converted = {"boxes": keras.utils.bounding_boxes.convert_format(y["boxes"], "xyxy", box_format, height=64,
+                                                                    width=64),
+                 "labels": y["labels"]}
+    other = tiny_retinanet(bounding_box_format=box_format)
+    np.testing.assert_allclose(float(other.compute_loss(images, converted, y_pred)),
+                               float(reference.compute_loss(images, y, y_pred)), rtol=1e-4)
+
+
+def test_giou_box_loss_trains():
+    model = tiny_retinanet(box_loss="giou")
+    model.compile(optimizer="adam")
+    images, y = shapes(2)
+    assert np.isfinite(model.train_on_batch(images, y, return_dict=True)["loss"])
+
+
+def test_keras_round_trip_identical_predictions():
+    model = tiny_retinanet()
+    images, _ = shapes(2, size=75)
+    expected = model.predict(images, verbose=0)
+    path = os.path.join(tempfile.mkdtemp(), "retinanet.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, RetinaNet)
+    actual = loaded.predict(images, verbose=0)
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key])
+
+
+def test_odd_image_sizes():
+    model = tiny_retinanet()
+    for size in [(75, 101), (97, 64)]:
+        images = np.random.default_rng(0).uniform(0, 255, (1, *size, 3)).astype("float32")
+        outputs = model(images)
+        shapes_ = model.level_shapes(*size)
+        assert outputs["box"].shape[1] == 9 * sum(h * w for h, w in shapes_.values())
+        assert model.predict(images, verbose=0)["boxes"].shape == (1, 100, 4)
+
+
+def test_mixed_precision_trains_without_nan():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = tiny_retinanet()
+    model.compile(optimizer="adam")
+    images, y = shapes(2)
+    for _ in range(2):
+        assert np.isfinite(model.train_on_batch(images, y, return_dict=True)["loss"])
+    assert model.predict(images, verbose=0)["boxes"].dtype == np.float32
+
+
+def test_batchnorm_controls():
+    backbone = FPNBackbone("MobileNetV3Small", weights=None, num_channels=8, batchnorm_momentum=0.9,
+                           freeze_batchnorm=True)
+    layers = batchnorm.batchnorm_layers(backbone)
+    assert layers and all(layer.momentum == 0.9 and not layer.trainable for layer in layers)
+
+
+def test_precise_batchnorm_averages_batch_statistics():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.999)(inputs))
+    batches = [np.random.default_rng(i).normal(i, 1 + i, (8, 4)).astype("float32") for i in range(3)]
+    assert batchnorm.precise_batchnorm(model, batches, num_batches=3, verbose=0) == 3
+    layer = batchnorm.batchnorm_layers(model)[0]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_mean),
+                               np.mean([b.mean(0) for b in batches], 0), rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.moving_variance),
+                               np.mean([b.var(0) for b in batches], 0), rtol=1e-4)
+    assert layer.momentum == 0.999
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_classes": 0}, "Received num_classes=0"),
+        ({"box_loss": "l2"}, "Received box_loss='l2'"),
+        ({"negative_iou": 0.6}, "Received negative_iou=0.6, positive_iou=0.5"),
+        ({"bounding_box_format": "xyzw"}, "xyzw"),
+    ],
+)
+def test_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_retinanet(**kwargs)
+
+
+def test_bad_targets():
+    model = tiny_retinanet()
+    images, y = shapes(1)
+    with pytest.raises(ValueError, match="Expected y = {'boxes'"):
+        model.compute_loss(images, y["boxes"], model(images))

@@ -1,0 +1,19 @@
+"""A small RetinaNet trained from scratch on shapes clearly learns (the main job, scaled down)."""
+
+import keras
+import pytest
+
+from keras_fpn.demo import train_shapes_detector
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="decoding uses TensorFlow's NMS"),
+]
+
+
+def test_training_clearly_beats_an_untrained_model(tmp_path):
+    model, metrics, _ = train_shapes_detector(steps=500, batch_size=8, train_images=400, test_images=100,
+                                              precise_bn_batches=5, output_dir=str(tmp_path), verbose=0)
+    untrained, trained = metrics["untrained"]["AP50"], metrics["trained"]["AP50"]
+    assert trained > 0.15 and trained > 10 * max(untrained, 0.005), metrics
+    assert (tmp_path / "retinanet_shapes.keras").exists()
