@@ -14,3 +14,17 @@ def _fresh_keras_state():
     yield
     keras.config.set_dtype_policy("float32")
     keras.backend.clear_session()
+
+
+@pytest.fixture(scope="session")
+def raccoon():
+    """Path of the raccoon dataset. Missing data fails in CI (CI=true) and skips elsewhere."""
+    from tests.testing import find_raccoon
+
+    path = find_raccoon()
+    if path is None:
+        message = "the raccoon dataset is not at ../shared/datasets/raccoon; set KERAS_FPN_RACCOON to its folder"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

@@ -1,7 +1,15 @@
+import contextlib
+import io
+import os
+
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from keras_fpn.evaluation.coco import coco_metrics
+from keras_fpn.evaluation import COCOEvaluation, coco_metrics, evaluate_coco
+from keras_fpn.evaluation.coco import METRIC_NAMES
+from tests.datasets.test_readers import csv_boxes, csv_rows, write_coco_json
 
 GROUND_TRUTH = [(100, 100, np.array([[10, 10, 50, 50], [60, 60, 90, 95]]), np.array([0, 1]))]
 
@@ -18,7 +26,114 @@ def test_wrong_class_and_missing_detections():
     assert coco_metrics(GROUND_TRUTH, [(np.zeros((0, 4)), np.zeros(0), np.zeros(0))], 2)["AP"] == 0.0
 
 
-def test_half_the_objects():
+def test_per_class_ap():
     detections = [(np.array([[10, 10, 50, 50]]), np.array([0.9]), np.array([0]))]
-    # class 0 found (AP 1), class 1 missed (AP 0): mean 0.5
-    assert coco_metrics(GROUND_TRUTH, detections, num_classes=2)["AP50"] == pytest.approx(0.5)
+    metrics = coco_metrics(GROUND_TRUTH, detections, num_classes=2, class_names=["cat", "dog"], per_class=True)
+    # class 0 found (AP 1), class 1 missed (AP 0): the mean is the summary AP
+    assert metrics["AP/cat"] == pytest.approx(1.0) and metrics["AP/dog"] == pytest.approx(0.0)
+    assert metrics["AP50/cat"] == pytest.approx(1.0) and metrics["AP"] == pytest.approx(0.5)
+
+
+def noisy_detections(ground_truth, seed):
+    """Per image: each true box jittered (some a lot), plus random false positives, with random scores."""
+    rng = np.random.default_rng(seed)
+    detections = []
+    for height, width, boxes, labels in ground_truth:
+        sides = np.concatenate([boxes[:, 2:] - boxes[:, :2]] * 2, axis=1)
+        jittered = boxes + rng.normal(0, rng.choice([0.02, 0.1, 0.3]), boxes.shape) * sides
+        extra = rng.uniform(0, 1, (rng.integers(0, 4), 4)) * [width, height, width, height]
+        extra = np.concatenate([np.minimum(extra[:, :2], extra[:, 2:]), np.maximum(extra[:, :2], extra[:, 2:])], 1)
+        det_boxes = np.round(np.concatenate([jittered, extra]), 1)
+        detections.append((det_boxes, np.round(rng.uniform(0.05, 1, len(det_boxes)), 3),
+                           np.zeros(len(det_boxes), np.int32)))
+    return detections
+
+
+def test_metrics_equal_pycocotools_run_directly(raccoon, tmp_path):
+    """Our numbers are pycocotools' numbers: the same detections scored from a COCO JSON file the usual way."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rows = csv_rows(os.path.join(raccoon, "data", "test_labels.csv"))
+    annotation_file = write_coco_json(tmp_path / "gt.json", rows, category_id=1, crowd_box=False,
+                                      empty_image=False)
+    ground_truth = []
+    for name, boxes in csv_boxes(rows).items():
+        row = next(row for row in rows if row["filename"] == name)
+        ground_truth.append((int(row["height"]), int(row["width"]), boxes, np.zeros(len(boxes), np.int32)))
+    detections = noisy_detections(ground_truth, seed=0)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(annotation_file))
+        results = [{"image_id": image_id, "category_id": 1, "score": float(score),
+                    "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]}
+                   for image_id, (boxes, scores, _) in enumerate(detections, start=1)
+                   for (x1, y1, x2, y2), score in zip(boxes, scores)]
+        direct = COCOeval(coco, coco.loadRes(results), "bbox")
+        direct.evaluate()
+        direct.accumulate()
+        direct.summarize()
+    ours = coco_metrics(ground_truth, detections, num_classes=1)
+    assert 0.1 < ours["AP"] < 0.9  # a discriminating case, not all zeros or ones
+    for name, value in zip(METRIC_NAMES, direct.stats):
+        assert ours[name] == pytest.approx(float(value), abs=1e-12), name
+
+
+class BoxEcho:
+    """A stand-in detector: predicts the ground-truth boxes it is handed, score 0.9."""
+
+    bounding_box_format = "xyxy"
+    num_classes = 1
+
+    def __init__(self, boxes):
+        self.boxes = boxes
+
+    def predict_on_batch(self, images):
+        batch = len(images)
+        return {"boxes": self.boxes[:batch], "scores": np.full((batch, self.boxes.shape[1]), 0.9),
+                "labels": np.zeros((batch, self.boxes.shape[1]), np.int32),
+                "num_detections": np.full(batch, self.boxes.shape[1])}
+
+
+def test_evaluate_maps_boxes_back_to_the_original_images():
+    # An 800x800 image shrunk to 200x200: a 60x60 box (medium there) is a 240x240 box (large) originally.
+    images = np.zeros((1, 200, 200, 3), np.float32)
+    targets = {"boxes": np.array([[[40, 40, 100, 100]]], np.float32), "labels": np.array([[0]]),
+               "image_size": np.array([[800, 800]]), "scale": np.array([[0.25, 0.25]], np.float32)}
+    dataset = [(images, targets)]
+    metrics = evaluate_coco(BoxEcho(targets["boxes"]), dataset)
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AP_large"] == pytest.approx(1.0)
+    assert metrics["AP_medium"] == -1.0  # nothing medium-sized in original coordinates
+    unscaled = evaluate_coco(BoxEcho(targets["boxes"]), [(images, {"boxes": targets["boxes"],
+                                                                   "labels": targets["labels"]})])
+    assert unscaled["AP_medium"] == pytest.approx(1.0) and unscaled["AP_large"] == -1.0
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="predict uses TensorFlow's NMS")
+def test_callback_logs_to_history_and_tensorboard(tmp_path):
+    from keras_fpn import RetinaNet
+    from keras_fpn.datasets import shapes_dataset
+
+    model = RetinaNet(num_classes=3, backbone="MobileNetV3Small", backbone_weights=None, min_level=3, max_level=5,
+                      num_channels=16, head_filters=16, head_depth=1)
+    model.compile(optimizer="adam")
+    data = shapes_dataset(4, batch_size=2, image_size=64, seed=3)
+    log_dir = str(tmp_path / "logs")
+    history = model.fit(data, epochs=2, verbose=0, callbacks=[
+        COCOEvaluation(data, every_n_epochs=2, class_names=["rectangle", "ellipse", "triangle"], per_class=True),
+        keras.callbacks.TensorBoard(log_dir),
+    ])
+    assert len(history.history["val_AP"]) == 1  # only epoch 2 is scored
+    assert "val_AP/ellipse" in history.history and "val_AR100" in history.history
+    tags = set()
+    for root, _, files in os.walk(log_dir):
+        for name in files:
+            for record in tf.data.TFRecordDataset(os.path.join(root, name)):
+                event = tf.compat.v1.Event.FromString(record.numpy())
+                tags.update(value.tag for value in event.summary.value)
+    assert "epoch_AP" in tags and "epoch_AP50" in tags, sorted(tags)  # val_* go to TensorBoard's validation run
+
+
+def test_callback_rejects_bad_interval():
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        COCOEvaluation([], every_n_epochs=0)

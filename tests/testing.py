@@ -98,3 +98,22 @@ def _assert_same_shapes(actual, expected):
             _assert_same_shapes(actual[key], expected[key])
         return
     assert tuple(actual) == tuple(expected), f"shape {tuple(actual)} != expected {tuple(expected)}"
+
+
+def find_raccoon():
+    """The raccoon photographs (`../shared/datasets/raccoon` from the project root), or None.
+
+    Looked for in `$KERAS_FPN_RACCOON`, then as `shared/datasets/raccoon` beside the project root or any folder
+    above it (a clone elsewhere on the machine finds it from `/work/shared`). The data is never copied here.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    candidates = [os.environ.get("KERAS_FPN_RACCOON", "")]
+    folder = root
+    while os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+        candidates.append(os.path.join(folder, "shared", "datasets", "raccoon"))
+    candidates.append("/work/shared/datasets/raccoon")
+    for candidate in candidates:
+        if candidate and os.path.isdir(os.path.join(candidate, "annotations")):
+            return candidate
+    return None

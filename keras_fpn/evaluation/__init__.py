@@ -1,3 +1,4 @@
-from keras_fpn.evaluation.coco import evaluate_coco
+from keras_fpn.evaluation.callback import COCOEvaluation
+from keras_fpn.evaluation.coco import METRIC_NAMES, coco_metrics, collect_detections, evaluate_coco
 
-__all__ = ["evaluate_coco"]
+__all__ = ["COCOEvaluation", "METRIC_NAMES", "coco_metrics", "collect_detections", "evaluate_coco"]

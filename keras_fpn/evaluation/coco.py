@@ -10,34 +10,52 @@ METRIC_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1"
 
 
 def _xyxy_to_xywh(boxes):
-    boxes = np.asarray(boxes, np.float64)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
-def coco_metrics(ground_truth, detections, num_classes):
+def _per_class(evaluation, class_names):
+    """AP and AP50 per class from pycocotools' precision table `[iou, recall, class, area, max_dets]`, at area
+    "all" and 100 detections, averaged the way `COCOeval.summarize` averages: over entries that are not -1."""
+    precision = evaluation.eval["precision"][:, :, :, 0, -1]
+    metrics = {}
+    for index, category in enumerate(evaluation.params.catIds):
+        name = class_names[category] if class_names is not None else str(category)
+        for key, values in (("AP", precision[:, :, index]), ("AP50", precision[0, :, index])):
+            values = values[values > -1]
+            metrics[f"{key}/{name}"] = float(np.mean(values)) if values.size else -1.0
+    return metrics
+
+
+def coco_metrics(ground_truth, detections, num_classes, class_names=None, per_class=False):
     """pycocotools' bbox metrics.
 
     Args:
         ground_truth: list over images of `(height, width, boxes [M, 4] pixel xyxy, labels [M])`.
         detections: list over images of `(boxes [D, 4] pixel xyxy, scores [D], labels [D])`.
         num_classes: int.
+        class_names: sequence of str or None; names the per-class keys.
+        per_class: bool. Add `"AP/<class>"` and `"AP50/<class>"` for every class.
 
     Returns:
         dict of the 12 COCO summary numbers (`AP`, `AP50`, ..., `AR100`, ...), as floats in [0, 1]
-        (-1 where pycocotools has nothing to average, e.g. no large objects).
+        (-1 where pycocotools has nothing to average, e.g. no large objects), plus the per-class numbers.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    if len(ground_truth) != len(detections):
+        raise ValueError(f"Received ground truth for {len(ground_truth)} images and detections for "
+                         f"{len(detections)}; expected one of each per image.")
     images, annotations, results = [], [], []
     for image_id, ((height, width, boxes, labels), (det_boxes, det_scores, det_labels)) in enumerate(
         zip(ground_truth, detections)
     ):
         images.append({"id": image_id, "height": int(height), "width": int(width)})
-        for box, label in zip(_xyxy_to_xywh(boxes).reshape(-1, 4), np.asarray(labels).reshape(-1)):
+        for box, label in zip(_xyxy_to_xywh(boxes), np.asarray(labels).reshape(-1)):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
                                 "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0})
-        for box, score, label in zip(_xyxy_to_xywh(det_boxes).reshape(-1, 4), np.asarray(det_scores).reshape(-1),
+        for box, score, label in zip(_xyxy_to_xywh(det_boxes), np.asarray(det_scores).reshape(-1),
                                      np.asarray(det_labels).reshape(-1)):
             results.append({"image_id": image_id, "category_id": int(label), "bbox": box.tolist(),
                             "score": float(score)})
@@ -47,35 +65,87 @@ def coco_metrics(ground_truth, detections, num_classes):
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
         if not results:
-            return {name: 0.0 for name in METRIC_NAMES}
+            metrics = {name: 0.0 for name in METRIC_NAMES}
+            if per_class:
+                names = class_names if class_names is not None else [str(i) for i in range(num_classes)]
+                metrics.update({f"{key}/{name}": 0.0 for name in names for key in ("AP", "AP50")})
+            return metrics
         evaluation = COCOeval(coco, coco.loadRes(results), "bbox")
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
-    return {name: float(value) for name, value in zip(METRIC_NAMES, evaluation.stats)}
+    metrics = {name: float(value) for name, value in zip(METRIC_NAMES, evaluation.stats)}
+    if per_class:
+        metrics.update(_per_class(evaluation, class_names))
+    return metrics
 
 
-def evaluate_coco(model, dataset, verbose=0):
-    """Runs `model.predict` over `dataset` of `(images, {"boxes", "labels"})` and scores it with pycocotools.
+def _to_original(boxes, scale, size):
+    """Pixel xyxy boxes in the network input -> in the original image (undo the resize, clip to the image)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4) / np.array([scale[1], scale[0], scale[1], scale[0]])
+    return np.clip(boxes, 0.0, np.array([size[1], size[0], size[1], size[0]], np.float64))
 
-    Ground-truth and predicted boxes are read in the model's `bounding_box_format` and converted to pixel xyxy.
-    Returns the dict of `coco_metrics`.
+
+def collect_detections(model, dataset, verbose=0):
+    """Runs `model.predict_on_batch` over `dataset` and pairs each image's ground truth with its detections.
+
+    Boxes (ground truth and predicted) are read in the model's `bounding_box_format` and returned as pixel xyxy.
+    Where the targets carry `"image_size"` and `"scale"` (`detection_pipeline(..., with_image_info=True)`), both are
+    mapped back to the original images, so areas (small/medium/large) are those of the original images.
+
+    Returns:
+        `(ground_truth, detections)` in the form `coco_metrics` takes.
     """
+    import keras
     from keras.utils import bounding_boxes
 
     ground_truth, detections = [], []
-    for images, targets in dataset:
+    progress = keras.utils.Progbar(None, unit_name="batch") if verbose else None
+    for step, (images, targets) in enumerate(dataset):
         height, width = int(images.shape[1]), int(images.shape[2])
         predictions = model.predict_on_batch(images)
-        gt_boxes = np.asarray(bounding_boxes.convert_format(
-            np.asarray(targets["boxes"], np.float32), model.bounding_box_format, "xyxy", height=height, width=width))
-        pred_boxes = np.asarray(bounding_boxes.convert_format(
-            np.asarray(predictions["boxes"], np.float32), model.bounding_box_format, "xyxy", height=height,
-            width=width))
+
+        def to_xyxy(boxes):
+            return np.asarray(bounding_boxes.convert_format(
+                np.asarray(boxes, np.float32), model.bounding_box_format, "xyxy", height=height, width=width))
+
+        gt_boxes, pred_boxes = to_xyxy(targets["boxes"]), to_xyxy(predictions["boxes"])
         gt_labels = np.asarray(targets["labels"])
+        sizes = np.asarray(targets["image_size"]) if "image_size" in targets else None
+        scales = np.asarray(targets["scale"]) if "scale" in targets else None
         for i in range(len(gt_labels)):
             keep = gt_labels[i] >= 0
-            ground_truth.append((height, width, gt_boxes[i][keep], gt_labels[i][keep]))
             n = int(predictions["num_detections"][i])
-            detections.append((pred_boxes[i][:n], predictions["scores"][i][:n], predictions["labels"][i][:n]))
-    return coco_metrics(ground_truth, detections, model.num_classes)
+            image_gt, image_pred = gt_boxes[i][keep], pred_boxes[i][:n]
+            size = (height, width)
+            if sizes is not None and scales is not None:
+                size = tuple(int(v) for v in sizes[i])
+                image_gt = _to_original(image_gt, scales[i], size)
+                image_pred = _to_original(image_pred, scales[i], size)
+            ground_truth.append((*size, image_gt, gt_labels[i][keep]))
+            detections.append((image_pred, np.asarray(predictions["scores"][i][:n]),
+                               np.asarray(predictions["labels"][i][:n])))
+        if progress is not None:
+            progress.update(step + 1)
+    return ground_truth, detections
+
+
+def evaluate_coco(model, dataset, class_names=None, per_class=False, verbose=0):
+    """COCO metrics of `model` on `dataset`, by pycocotools.
+
+    Args:
+        model: a `RetinaNet` (anything with `predict_on_batch` returning `boxes`, `scores`, `labels`,
+            `num_detections`, and `bounding_box_format`, `num_classes` attributes).
+        dataset: batches of `(images, {"boxes", "labels"})`, optionally with `"image_size"` and `"scale"` (see
+            `collect_detections`).
+        class_names: sequence of str or None, for the per-class keys.
+        per_class: bool. Add `"AP/<class>"` and `"AP50/<class>"`.
+        verbose: int. 1 shows a progress bar over batches.
+
+    Returns:
+        dict of `coco_metrics`.
+    """
+    ground_truth, detections = collect_detections(model, dataset, verbose)
+    if not ground_truth:
+        raise ValueError("The evaluation dataset is empty.")
+    return coco_metrics(ground_truth, detections, model.num_classes, class_names, per_class)

@@ -1,0 +1,28 @@
+import numpy as np
+from matplotlib.image import imread
+
+from keras_fpn.visualization import save_detection_grid
+
+
+def colour_fraction(picture, rgb):
+    return np.mean(np.all(np.abs(picture[..., :3] - np.array(rgb) / 255.0) < 0.08, axis=-1))
+
+
+def test_grid_png_shows_ground_truth_and_detections(tmp_path):
+    images = np.full((3, 64, 96, 3), 40, np.uint8)
+    detections = {"boxes": np.array([[[10, 10, 50, 40], [0, 0, 5, 5]]] * 3, np.float32),
+                  "scores": np.array([[0.9, 0.1]] * 3), "labels": np.array([[1, 0]] * 3)}
+    ground_truth = {"boxes": np.array([[[12, 12, 52, 42], [0, 0, 0, 0]]] * 3, np.float32),
+                    "labels": np.array([[1, -1]] * 3)}
+    path = save_detection_grid(str(tmp_path / "grid.png"), images, detections, ground_truth, ["a", "b"], columns=2)
+    picture = imread(path)
+    assert picture.shape[:2] == (600, 600)  # 2 columns x 2 rows of 3-inch panels at 100 dpi
+    assert colour_fraction(picture, (0xFF, 0x17, 0x44)) > 0.001  # detection red
+    assert colour_fraction(picture, (0x00, 0xC8, 0x53)) > 0.001  # ground-truth green
+
+
+def test_nothing_drawn_below_threshold(tmp_path):
+    images = np.full((1, 64, 64, 3), 40, np.uint8)
+    detections = [(np.array([[10, 10, 50, 40]]), np.array([0.2]), np.array([0]))]
+    picture = imread(save_detection_grid(str(tmp_path / "none.png"), images, detections, score_threshold=0.3))
+    assert colour_fraction(picture, (0xFF, 0x17, 0x44)) == 0.0
