@@ -31,3 +31,21 @@ def test_readme_retinanet_example_runs():
     exec(compile(example, "README.md", "exec"), namespace)
     detections = namespace["detections"]
     assert detections["boxes"].shape == (8, 100, 4) and detections["num_detections"].shape == (8,)
+
+
+def test_readme_data_example_runs(raccoon, tmp_path, monkeypatch):
+    import keras
+    import pytest
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("RetinaNet decoding uses TensorFlow's NMS")
+    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "load_voc(" in b)
+    assert '"../shared/datasets/raccoon"' in example
+    monkeypatch.chdir(tmp_path)  # the example writes detections.png into the working directory
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        namespace = {}
+        exec(compile(example.replace("../shared/datasets/raccoon", raccoon), "README.md", "exec"), namespace)
+    assert "('raccoon',) 200" in printed.getvalue()
+    assert set(namespace["metrics"]) >= {"AP", "AP50", "AR100", "AP/raccoon"}
+    assert (tmp_path / "detections.png").exists()

@@ -17,3 +17,4 @@ def test_training_clearly_beats_an_untrained_model(tmp_path):
     untrained, trained = metrics["untrained"]["AP50"], metrics["trained"]["AP50"]
     assert trained > 0.15 and trained > 10 * max(untrained, 0.005), metrics
     assert (tmp_path / "retinanet_shapes.keras").exists()
+    assert (tmp_path / "detections.png").stat().st_size > 10_000  # the picture the main job writes

@@ -1,0 +1,143 @@
+"""A SavedModel for TF Serving whose signatures do the whole job: decode, resize and pad, detect, NMS, map back."""
+
+import os
+import re
+
+SERVING_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+
+def _next_version(export_dir):
+    versions = [int(name) for name in os.listdir(export_dir) if re.fullmatch(r"\d+", name)] \
+        if os.path.isdir(export_dir) else []
+    return max(versions, default=0) + 1
+
+
+def serving_module(model, image_size, pad_to_multiple=None):
+    """The `tf.Module` that `export_saved_model` saves; its tf.functions can also be called in process.
+
+    It tracks the model's variables as plain `tf.Variable`s (each stored once) and no Keras object, so the
+    SavedModel loads with TensorFlow alone.
+    """
+    import tensorflow as tf
+    from keras.utils import bounding_boxes
+
+    from keras_fpn.datasets.pipeline import padded_size, resize_and_pad
+    from keras_fpn.datasets.records import decode_image
+
+    multiple = pad_to_multiple or 2 ** model.backbone.max_level
+    padded = padded_size(image_size, multiple)
+    prepared_spec = (tf.TensorSpec([*padded, 3], tf.float32), tf.TensorSpec([2], tf.float32),
+                     tf.TensorSpec([2], tf.int32))
+
+    def prepare(image):
+        resized, _, scale = resize_and_pad(image, tf.zeros([0, 4]), image_size, multiple)
+        return resized, scale, tf.shape(image)[:2]
+
+    def empty_result():
+        return {"detection_boxes": tf.zeros([0, model.max_detections, 4]),
+                "detection_scores": tf.zeros([0, model.max_detections]),
+                "detection_classes": tf.zeros([0, model.max_detections]),
+                "num_detections": tf.zeros([0])}
+
+    def detect(images, scales, sizes):
+        # An empty batch answers an empty result: convolutions of oneDNN's CPU kernels reject batch 0.
+        return tf.cond(tf.shape(images)[0] > 0, lambda: run_detector(images, scales, sizes), empty_result)
+
+    def run_detector(images, scales, sizes):
+        y_pred, level_shapes = model.forward_with_level_shapes(images)
+        detections = model.decode_predictions(y_pred, images, level_shapes)
+        boxes = bounding_boxes.convert_format(detections["boxes"], model.bounding_box_format, "xyxy",
+                                              height=padded[0], width=padded[1])
+        # Back to each original image: undo the resize, clip, and normalise to [ymin, xmin, ymax, xmax].
+        x_scale, y_scale = scales[:, None, 1], scales[:, None, 0]
+        height = tf.cast(sizes[:, None, 0], tf.float32)
+        width = tf.cast(sizes[:, None, 1], tf.float32)
+        x1 = tf.clip_by_value(boxes[..., 0] / x_scale, 0.0, width) / width
+        y1 = tf.clip_by_value(boxes[..., 1] / y_scale, 0.0, height) / height
+        x2 = tf.clip_by_value(boxes[..., 2] / x_scale, 0.0, width) / width
+        y2 = tf.clip_by_value(boxes[..., 3] / y_scale, 0.0, height) / height
+        valid = detections["labels"] >= 0
+        return {
+            "detection_boxes": tf.where(valid[..., None], tf.stack([y1, x1, y2, x2], axis=-1), 0.0),
+            "detection_scores": tf.where(valid, detections["scores"], 0.0),
+            "detection_classes": tf.cast(tf.where(valid, detections["labels"] + 1, 0), tf.float32),
+            "num_detections": tf.cast(detections["num_detections"], tf.float32),
+        }
+
+    class DetectorModule(tf.Module):
+        def __init__(self):
+            super().__init__(name="keras_fpn_detector")
+            self.weights = [variable.value for variable in model.variables]
+            self.image_size = tf.constant(padded, tf.int32)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        def serve_encoded(self, images):
+            def decode_and_prepare(encoded):
+                return prepare(decode_image(encoded))
+
+            return detect(*tf.map_fn(decode_and_prepare, images, fn_output_signature=prepared_spec))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+        def serve_tensor(self, images):
+            return detect(*tf.map_fn(prepare, images, fn_output_signature=prepared_spec))
+
+    return DetectorModule()
+
+
+def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_multiple=None):
+    """Exports a `RetinaNet` as a SavedModel that TF Serving serves without keras or keras_fpn installed.
+
+    Writes TF Serving's layout, `<export_dir>/<version>/saved_model.pb` + `variables/`, with two signatures
+    (tag `serve`) that run everything in the graph: decode (`serving_default` only), resize keeping the aspect
+    ratio to fit `image_size` and pad to a multiple of the coarsest stride (as `keras_fpn.datasets.detection_pipeline`
+    does), the model (whose backbone normalises its own input), box decoding and per-class NMS
+    (`RetinaNet.decode_predictions`, the code `predict` runs), and boxes mapped back to each original image.
+
+    Signatures, input `images`:
+        `serving_default`: `string [batch]`, encoded JPEG, PNG, GIF or BMP of any size each (TF Serving's REST API
+            takes them as `{"b64": "..."}`); grayscale and RGBA are decoded to RGB.
+        `image_tensor`: `uint8 [batch, height, width, 3]`, any size.
+
+    Outputs (the TensorFlow Object Detection API's names and conventions, so its clients work unchanged):
+        `detection_boxes`: float32 `[batch, max_detections, 4]`, `[ymin, xmin, ymax, xmax]` relative to the
+            original image (0..1).
+        `detection_scores`: float32 `[batch, max_detections]`, sorted, 0 past `num_detections`.
+        `detection_classes`: float32 `[batch, max_detections]`, **1-based** class ids: label `i` of the model is
+            class `i + 1`; 0 past `num_detections`.
+        `num_detections`: float32 `[batch]`.
+
+    Only the model's variables are saved, each once (a Keras-3 `model.export` stores each weight twice).
+
+    Args:
+        model: a `RetinaNet` (TensorFlow backend).
+        export_dir: str, the base folder TF Serving watches (`--model_base_path`).
+        version: int or None; default one more than the highest version already there (1 in a new folder).
+        image_size: `(height, width)` or int, the size images are resized to fit; default the model's own input
+            size when it is fixed. Use the size the model was trained at.
+        pad_to_multiple: int, default `2 ** max_level`.
+
+    Returns:
+        str, the path of the written version folder.
+    """
+    import tensorflow as tf
+
+    if image_size is None:
+        image_size = tuple(model.backbone.image_shape[:2])
+        if None in image_size:
+            raise ValueError(
+                f"The model takes images of any size (input shape {model.backbone.image_shape}); pass "
+                "image_size=(height, width), the size it was trained at, for the serving signature to resize to."
+            )
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    image_size = tuple(int(side) for side in image_size)
+    if len(image_size) != 2 or min(image_size) < 1:
+        raise ValueError(f"Received image_size={image_size!r}; expected (height, width).")
+    version = _next_version(export_dir) if version is None else int(version)
+    path = os.path.join(export_dir, str(version))
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} already exists; TF Serving versions are immutable, pick another version.")
+    module = serving_module(model, image_size, pad_to_multiple)
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve_encoded,
+                                                  "image_tensor": module.serve_tensor})
+    return path
