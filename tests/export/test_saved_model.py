@@ -274,3 +274,25 @@ def test_main_job_export_and_serve(model, tmp_path):
     served = served_pixels({f"x/{k}": v for k, v in outputs.items()}, "x", 0, 70, 90)
     assert_same_detections(served, expected)  # PNG is lossless: the served image is this one
     assert set(timings) == {"export_s", "load_s", "serve_s"}
+
+
+def test_serving_under_load_matches_serial_calls(loaded, raccoon):
+    """8 threads x 50 requests against one loaded SavedModel (as TF Serving's worker threads share one session):
+    no error, and every answer equals the serial answer for the same request."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    serve = loaded.signatures["serving_default"]
+    requests = [tf.constant([open(os.path.join(raccoon, "images", name), "rb").read()]) for name in RACCOONS]
+    serial = [{k: v.numpy() for k, v in serve(images=request).items()} for request in requests]
+
+    def call(index):
+        outputs = serve(images=requests[index % len(requests)])
+        return index, {k: v.numpy() for k, v in outputs.items()}
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(call, range(8 * 50)))
+    assert len(answers) == 400
+    for index, outputs in answers:
+        expected = serial[index % len(requests)]
+        for name in SERVING_OUTPUTS:
+            np.testing.assert_array_equal(outputs[name], expected[name], err_msg=f"request {index}, {name}")
