@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from keras_fpn.evaluation import COCOEvaluation, coco_metrics, evaluate_coco
 from keras_fpn.evaluation.coco import METRIC_NAMES
-from tests.datasets.test_readers import csv_boxes, csv_rows, write_coco_json
+from tests.testing import csv_boxes, csv_rows, write_coco_json
 
 GROUND_TRUTH = [(100, 100, np.array([[10, 10, 50, 50], [60, 60, 90, 95]]), np.array([0, 1]))]
 

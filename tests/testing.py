@@ -1,6 +1,8 @@
 """The one shared harness for keras_fpn layers: the same checks for every layer, no special cases."""
 
+import csv
 import inspect
+import json
 import os
 import tempfile
 
@@ -117,3 +119,45 @@ def find_raccoon():
         if candidate and os.path.isdir(os.path.join(candidate, "annotations")):
             return candidate
     return None
+
+
+# -- raccoon CSV helpers shared by the reader and evaluation tests ----------------------------------------------
+
+
+def csv_rows(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def csv_boxes(rows):
+    """{filename: boxes [M, 4]} from CSV rows, in row order."""
+    boxes = {}
+    for row in rows:
+        boxes.setdefault(row["filename"], []).append([float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")])
+    return {name: np.array(value, np.float32) for name, value in boxes.items()}
+
+
+def write_coco_json(path, rows, category_id=7, crowd_box=True, empty_image=True):
+    """The raccoon CSV rows as a COCO detection file (xywh boxes), with an extra crowd box and an unlabelled
+    image so that those paths are exercised too."""
+    images, annotations = [], []
+    for image_id, name in enumerate(dict.fromkeys(row["filename"] for row in rows), start=1):
+        row0 = next(row for row in rows if row["filename"] == name)
+        images.append({"id": image_id, "file_name": name, "width": int(row0["width"]),
+                       "height": int(row0["height"])})
+        for row in rows:
+            if row["filename"] == name:
+                x1, y1, x2, y2 = (float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
+                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                                    "iscrowd": 0})
+    if crowd_box:
+        annotations.append({"id": len(annotations) + 1, "image_id": 1, "category_id": category_id,
+                            "bbox": [0, 0, 10, 10], "area": 100.0, "iscrowd": 1})
+    if empty_image:
+        images.append({"id": len(images) + 1, "file_name": images[0]["file_name"], "width": images[0]["width"],
+                       "height": images[0]["height"]})
+    with open(path, "w") as file:
+        json.dump({"images": images, "annotations": annotations,
+                   "categories": [{"id": category_id, "name": "raccoon", "supercategory": "animal"}]}, file)
+    return path

@@ -68,7 +68,6 @@ def serving_module(model, image_size, pad_to_multiple=None):
         def __init__(self):
             super().__init__(name="keras_fpn_detector")
             self.weights = [variable.value for variable in model.variables]
-            self.image_size = tf.constant(padded, tf.int32)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
         def serve_encoded(self, images):

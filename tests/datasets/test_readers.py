@@ -1,6 +1,5 @@
 """Every reader on real files: the raccoon photographs as VOC XML, CSV, a COCO JSON written here, and TFDS."""
 
-import csv
 import json
 import os
 import socket
@@ -10,19 +9,7 @@ import pytest
 import tensorflow as tf
 
 from keras_fpn.datasets import load_coco_json, load_csv, load_tfds, load_voc
-
-
-def csv_rows(path):
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file))
-
-
-def csv_boxes(rows):
-    """{filename: boxes [M, 4]} from CSV rows, in row order."""
-    boxes = {}
-    for row in rows:
-        boxes.setdefault(row["filename"], []).append([float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")])
-    return {name: np.array(value, np.float32) for name, value in boxes.items()}
+from tests.testing import csv_boxes, csv_rows, write_coco_json
 
 
 def targets_of(data):
@@ -54,32 +41,6 @@ def test_voc_split_and_csv_give_the_same_elements(raccoon):
         np.testing.assert_array_equal(boxes, expected[name])
         np.testing.assert_array_equal(boxes_csv, expected[name])
         np.testing.assert_array_equal(labels, labels_csv)
-
-
-def write_coco_json(path, rows, category_id=7, crowd_box=True, empty_image=True):
-    """The raccoon CSV rows as a COCO detection file (xywh boxes), with an extra crowd box and an unlabelled
-    image so that those paths are exercised too."""
-    images, annotations = [], []
-    for image_id, name in enumerate(dict.fromkeys(row["filename"] for row in rows), start=1):
-        row0 = next(row for row in rows if row["filename"] == name)
-        images.append({"id": image_id, "file_name": name, "width": int(row0["width"]),
-                       "height": int(row0["height"])})
-        for row in rows:
-            if row["filename"] == name:
-                x1, y1, x2, y2 = (float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
-                annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
-                                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                                    "iscrowd": 0})
-    if crowd_box:
-        annotations.append({"id": len(annotations) + 1, "image_id": 1, "category_id": category_id,
-                            "bbox": [0, 0, 10, 10], "area": 100.0, "iscrowd": 1})
-    if empty_image:
-        images.append({"id": len(images) + 1, "file_name": images[0]["file_name"], "width": images[0]["width"],
-                       "height": images[0]["height"]})
-    with open(path, "w") as file:
-        json.dump({"images": images, "annotations": annotations,
-                   "categories": [{"id": category_id, "name": "raccoon", "supercategory": "animal"}]}, file)
-    return path
 
 
 def test_coco_json_reads_converted_raccoon(raccoon, tmp_path):
