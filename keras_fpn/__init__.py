@@ -1,5 +1,6 @@
 """keras_fpn: Feature Pyramid Networks and RetinaNet for Keras 3."""
 
+from keras_fpn import models, training
 from keras_fpn.backbones.fpn_backbone import FPNBackbone
 from keras_fpn.detection.prediction_head import PredictionHead
 from keras_fpn.detection.retinanet import RetinaNet
@@ -9,4 +10,4 @@ from keras_fpn.layers.feature_pyramid import FeaturePyramid
 from keras_fpn.version import __version__
 
 __all__ = ["ApplicationPreprocessing", "FPNBackbone", "FeaturePyramid", "PredictionHead", "RetinaNet",
-           "export_saved_model", "__version__"]
+           "export_saved_model", "models", "training", "__version__"]

@@ -66,7 +66,7 @@ def _demo(args):
     for name, values in metrics.items():
         print(f"{name:<12}{values['AP']:>8.3f}{values['AP50']:>8.3f}{values['AP75']:>8.3f}{values['AR100']:>8.3f}")
     print(f"training {timings['train_s']:.0f}s, total {time.perf_counter() - start:.0f}s; "
-          f"model saved in {args.output_dir}/retinanet_shapes.keras")
+          f"model saved in {args.output_dir}/model.keras")
     print(f"detections drawn in {args.output_dir}/detections.png")
     print()
     from keras_fpn.datasets.shapes import SHAPE_CLASSES, generate_shapes
@@ -83,6 +83,153 @@ def _demo(args):
         print(f"  {SHAPE_CLASSES[int(cls) - 1]:<10} {score:.2f}  box (ymin, xmin, ymax, xmax) "
               f"{', '.join(f'{v:.3f}' for v in box)}")
     print(f"  ({count} detections above the {model.score_threshold} score threshold)")
+    return 0
+
+
+def _models(args):
+    import json
+
+    from keras_fpn import models
+
+    if args.name:
+        print(json.dumps(models.get(args.name), indent=2))
+        return 0
+
+    def number(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    print(f"{'model':<36}{'backbone':<18}{'levels':<8}{'input':<10}{'dataset':<16}{'params':>8}{'GFLOPs':>9}"
+          f"{'CPU ms':>9}{'AP':>7}")
+    for row in models.summary():
+        params = "-" if row["parameters"] is None else f"{row['parameters'] / 1e6:.1f}M"
+        print(f"{row['name']:<36}{row['backbone']:<18}{row['levels']:<8}{row['input']:<10}{row['dataset']:<16}"
+              f"{params:>8}{number(row['gflops'], '.1f'):>9}{number(row['cpu_latency_ms'], '.0f'):>9}"
+              f"{number(row['AP'], '.3f'):>7}")
+    print("\n`keras-fpn models NAME` prints a record; `keras-fpn train --model NAME --dataset ...` trains it.")
+    return 0
+
+
+def _image_size(args, record):
+    return tuple(args.image_size) if args.image_size else tuple(record["input_size"])
+
+
+def _train(args):
+    from keras_fpn import RetinaNet, models
+    from keras_fpn.datasets.spec import load_dataset
+    from keras_fpn.training import train_detector
+
+    record = models.get(args.model)
+    image_size = _image_size(args, record)
+    print(f"Reading {args.dataset} ({args.train_split})...", flush=True)
+    train = load_dataset(args.dataset, args.train_split, max_images=args.max_images, image_size=image_size[0])
+    val = None
+    val_spec = args.val_dataset or ("shapes" if args.dataset == "shapes" else None)
+    if val_spec and args.eval_every:
+        val = load_dataset(val_spec, args.val_split, class_names=train.class_names, max_images=args.max_val_images,
+                           image_size=image_size[0])
+    if val is not None and tuple(val.class_names) != tuple(train.class_names):
+        raise ValueError(f"The validation classes {val.class_names} differ from the training classes "
+                         f"{train.class_names}.")
+    weights = args.backbone_weights
+    model = RetinaNet.from_preset(args.model, num_classes=len(train.class_names),
+                                  backbone_weights="preset" if weights == "preset" else _weights(weights))
+    print(f"{args.model}: {model.count_params():,} parameters, {len(train.class_names)} classes "
+          f"{list(train.class_names)[:10]}{'...' if len(train.class_names) > 10 else ''}, images {image_size}; "
+          f"{train.num_images or 'unknown number of'} training images"
+          f"{f', {val.num_images} validation images' if val is not None else ' (no --val-dataset: no evaluation)'}; "
+          f"output in {args.output_dir}", flush=True)
+    model, history = train_detector(
+        model, train, record["training"], image_size, output_dir=args.output_dir, val_data=val, epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        checkpoint_every=args.checkpoint_every, resume=args.resume, eval_every=args.eval_every or 1,
+        verbose=1 if args.progress else 2, seed=args.seed,
+    )
+    if "val_AP" in history:
+        print(f"validation AP by evaluation: {', '.join(f'{value:.3f}' for value in history['val_AP'])}")
+    print(f"saved {args.output_dir}/model.keras and run.json; TensorBoard: tensorboard --logdir "
+          f"{args.output_dir}/logs")
+    return 0
+
+
+def _print_metrics(metrics, class_names):
+    names = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small",
+             "AR_medium", "AR_large")
+    print(f"{'metric':<12}{'value':>8}")
+    for name in names:
+        print(f"{name:<12}{metrics[name]:>8.3f}")
+    if class_names and f"AP/{class_names[0]}" in metrics:
+        print()
+        print(f"{'class':<24}{'AP':>8}{'AP50':>8}")
+        for name in class_names:
+            print(f"{name:<24}{metrics[f'AP/{name}']:>8.3f}{metrics[f'AP50/{name}']:>8.3f}")
+
+
+def _evaluate(args):
+    from keras_fpn.datasets import detection_pipeline
+    from keras_fpn.datasets.spec import load_dataset
+    from keras_fpn.evaluation import evaluate_coco
+    from keras_fpn.training import load_run
+
+    model, run = load_run(args.run_path)
+    image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
+    data = load_dataset(args.dataset, args.split, class_names=run.get("class_names"), max_images=args.max_images,
+                        image_size=image_size[0])
+    if run.get("class_names") and tuple(data.class_names) != tuple(run["class_names"]):
+        raise ValueError(f"{args.dataset} has classes {list(data.class_names)}; the model was trained on "
+                         f"{run['class_names']}.")
+    batches = detection_pipeline(data, args.batch_size, image_size, pad_to_multiple=2 ** model.backbone.max_level,
+                                 with_image_info=True)
+    print(f"Evaluating {args.run_path} on {args.dataset} ({data.num_images or '?'} images at {image_size})...",
+          flush=True)
+    metrics = evaluate_coco(model, batches, data.class_names, per_class=True, verbose=1 if args.progress else 0)
+    print(f"\nCOCO metrics (pycocotools, original image coordinates) on {args.dataset}:")
+    _print_metrics(metrics, data.class_names)
+    return 0
+
+
+def _export(args):
+    from keras_fpn.export import export_saved_model
+    from keras_fpn.training import load_run
+
+    model, run = load_run(args.run_path)
+    image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
+    path = export_saved_model(model, args.export_dir, version=args.version, image_size=image_size)
+    print(f"exported {args.run_path} for TF Serving to {path} (images resized to fit {image_size}); signatures "
+          "serving_default (encoded image strings) and image_tensor (uint8)")
+    if run.get("class_names"):
+        print(f"detection_classes are 1-based: 1 = {run['class_names'][0]!r}, ... (from run.json)")
+    return 0
+
+
+def _predict(args):
+    import json
+
+    from keras_fpn.inference import detect_files
+    from keras_fpn.training import load_run
+    from keras_fpn.visualization import save_detection_grid
+
+    model, run = load_run(args.run_path)
+    image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
+    class_names = run.get("class_names")
+    results = detect_files(model, args.images, image_size)
+    report = []
+    for result in results:
+        keep = result["scores"] >= args.score_threshold
+        detections = [
+            {"box_xyxy": [round(float(v), 1) for v in box], "score": round(float(score), 4), "label": int(label),
+             "class": class_names[label] if class_names else str(int(label))}
+            for box, score, label in zip(result["boxes"][keep], result["scores"][keep], result["labels"][keep])
+        ]
+        report.append({"image": result["path"], "height": int(result["image"].shape[0]),
+                       "width": int(result["image"].shape[1]), "detections": detections})
+        print(f"{result['path']}: {len(detections)} detections"
+              + "".join(f"\n  {d['class']:<16}{d['score']:.2f}  {d['box_xyxy']}" for d in detections[:10]))
+    with open(args.json, "w") as file:
+        json.dump(report, file, indent=2)
+    save_detection_grid(args.output, [r["image"] for r in results],
+                        [(r["boxes"], r["scores"], r["labels"]) for r in results], class_names=class_names,
+                        score_threshold=args.score_threshold)
+    print(f"wrote {args.output} and {args.json}")
     return 0
 
 
@@ -120,17 +267,89 @@ def build_parser():
     demo.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                       help="a progress bar per epoch (default) or one line per epoch (--no-progress)")
     demo.set_defaults(run=_demo)
+
+    zoo = commands.add_parser("models", help="list the model zoo, or print one record")
+    zoo.add_argument("name", nargs="?", help="a zoo name: print its JSON record")
+    zoo.set_defaults(run=_models)
+
+    dataset_help = ("shapes (generated), tfds:NAME (e.g. tfds:coco/2017, prepared with tfds), voc:DIR (PASCAL VOC "
+                    "folder), coco:JSON,IMAGE_DIR, or csv:FILE[,IMAGE_DIR]")
+    train = commands.add_parser(
+        "train", help="train a zoo model on a dataset (checkpoints, resume, TensorBoard, COCO evaluation)",
+        description="Trains a zoo model by its recipe with model.fit. Interrupted runs resume from the newest "
+                    "checkpoint in OUTPUT_DIR/checkpoints when started again with the same arguments.",
+    )
+    train.add_argument("--model", required=True, help="zoo name (see `keras-fpn models`) or a record .json file")
+    train.add_argument("--dataset", required=True, help=dataset_help)
+    train.add_argument("--val-dataset", help="evaluated with COCO metrics every --eval-every epochs (default: "
+                                             "held-out shapes for --dataset shapes, otherwise none)")
+    train.add_argument("--train-split", default="train", help="split of tfds:/voc: datasets (default: train)")
+    train.add_argument("--val-split", default="validation", help="split of the validation dataset "
+                                                                  "(default: validation)")
+    train.add_argument("--output-dir", default=os.path.join("runs", "train"),
+                       help="model.keras, run.json, checkpoints/ and logs/ (TensorBoard) go here (default: runs/train)")
+    train.add_argument("--backbone-weights", default="preset",
+                       help="'preset' (the record's, default), 'imagenet', 'none', or a local weights file")
+    train.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                       help="training image size (default: the record's input size)")
+    train.add_argument("--epochs", type=int, help="default: the recipe's")
+    train.add_argument("--steps-per-epoch", type=int, help="default: one pass over the training images")
+    train.add_argument("--batch-size", type=int, help="default: the recipe's")
+    train.add_argument("--learning-rate", type=float, help="peak learning rate (default: the recipe's)")
+    train.add_argument("--max-images", type=int, help="use at most this many training images")
+    train.add_argument("--max-val-images", type=int, help="use at most this many validation images")
+    train.add_argument("--eval-every", type=int, default=1, help="epochs between evaluations; 0 turns them off")
+    train.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: each epoch end)")
+    train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                       help="continue from OUTPUT_DIR/checkpoints when it has a checkpoint (default: yes)")
+    train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                       help="a progress bar per epoch (default) or one line per epoch (--no-progress)")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(run=_train)
+
+    def add_run(command):
+        command.add_argument("run_path", metavar="RUN", help="a training output folder (model.keras + run.json) or a .keras file")
+        command.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                             help="default: the training image size from run.json")
+
+    evaluate = commands.add_parser("evaluate", help="COCO metrics (pycocotools) of a trained model on a dataset")
+    add_run(evaluate)
+    evaluate.add_argument("--dataset", required=True, help=dataset_help)
+    evaluate.add_argument("--split", default="validation", help="split of tfds:/voc:/shapes (default: validation)")
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--max-images", type=int, help="evaluate at most this many images")
+    evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    evaluate.set_defaults(run=_evaluate)
+
+    export = commands.add_parser("export", help="export a trained model as a SavedModel for TF Serving")
+    add_run(export)
+    export.add_argument("--export-dir", required=True, help="base folder; the model goes to EXPORT_DIR/VERSION")
+    export.add_argument("--version", type=int, help="default: the next free version number")
+    export.set_defaults(run=_export)
+
+    predict = commands.add_parser("predict", help="detect objects in image files: a PNG with boxes and a JSON")
+    add_run(predict)
+    predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, GIF)")
+    predict.add_argument("--output", default="detections.png", help="the picture (default: detections.png)")
+    predict.add_argument("--json", default="detections.json", help="the detections (default: detections.json)")
+    predict.add_argument("--score-threshold", type=float, default=0.3)
+    predict.set_defaults(run=_predict)
     return parser
 
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
     args = build_parser().parse_args(argv)
+    from keras_fpn.training.checkpoint import CheckpointError
+
     try:
         return args.run(args)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"keras-fpn: error: {error}", file=sys.stderr)
         return 2
+    except CheckpointError as error:
+        print(f"keras-fpn: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,58 +3,57 @@
 import os
 import time
 
-import keras
-
-from keras_fpn.datasets.shapes import SHAPE_CLASSES, shapes_dataset
+from keras_fpn import models
+from keras_fpn.datasets import detection_pipeline, load_shapes
+from keras_fpn.datasets.shapes import SHAPE_CLASSES
 from keras_fpn.detection.retinanet import RetinaNet
 from keras_fpn.evaluation.coco import evaluate_coco
-from keras_fpn.utils.batchnorm import precise_batchnorm
+from keras_fpn.training import save_run, train_detector
 from keras_fpn.visualization import save_detection_grid
+
+PRESET = "retinanet_mobilenetv3small_shapes"
+IMAGE_SIZE = (128, 128)
 
 
 def small_retinanet(num_classes=len(SHAPE_CLASSES)):
-    """The demo detector: MobileNetV3Small (minimalistic, random weights) + FPN P3-P5 at 64 channels, 2-conv heads.
+    """The demo detector, the zoo's `retinanet_mobilenetv3small_shapes`: MobileNetV3Small (minimalistic, random
+    weights, BatchNorm momentum 0.9 so the statistics keep up with a short schedule) + FPN P3-P5 at 64 channels,
+    2-conv heads, anchors from 24 px for 128 px images."""
+    return RetinaNet.from_preset(PRESET, num_classes=num_classes)
 
-    BatchNorm momentum 0.9 instead of keras.applications' 0.999, so the moving statistics keep up with a
-    from-scratch schedule of a few thousand steps. Anchors start at 24 px (`anchor_scale=3`) for 128 px images.
+
+def train_shapes_detector(steps=None, batch_size=None, train_images=2000, test_images=200, output_dir=None,
+                          verbose=1, seed=0):
+    """Trains `small_retinanet` on shapes by its zoo recipe and evaluates COCO metrics on held-out shapes.
+
+    The recipe (`keras-fpn models retinanet_mobilenetv3small_shapes`): Adam with a cosine-decayed learning rate
+    over 1500 steps of 16 images, then BatchNorm statistics recomputed over 20 training batches; `steps` and
+    `batch_size` override it. Returns `(model, metrics, timings)` where `metrics` holds pycocotools' numbers for
+    the untrained and the trained model. With `output_dir`, the model is saved there (`model.keras` and `run.json`,
+    which `keras-fpn evaluate / export / predict` read) and 8 held-out images with ground truth and detections as
+    `detections.png`.
     """
-    return RetinaNet(
-        num_classes=num_classes, backbone="MobileNetV3Small", backbone_weights=None, min_level=3, max_level=5,
-        num_channels=64, head_filters=64, head_depth=2, anchor_scale=3.0,
-        backbone_kwargs={"batchnorm_momentum": 0.9, "backbone_kwargs": {"minimalistic": True}},
-    )
+    import keras
 
-
-def train_shapes_detector(steps=1500, batch_size=16, learning_rate=1e-3, image_size=128, train_images=2000,
-                          test_images=200, precise_bn_batches=20, output_dir=None, verbose=1, seed=0):
-    """Trains `small_retinanet` on shapes with `model.fit` and evaluates COCO metrics on held-out shapes.
-
-    Training uses Adam with a cosine-decayed learning rate over `steps`; after `fit`, BatchNorm statistics are
-    recomputed over `precise_bn_batches` training batches. Returns `(model, metrics, timings)` where `metrics`
-    holds pycocotools' numbers for the untrained and the trained model. With `output_dir`, the model is saved there
-    as `retinanet_shapes.keras` and 8 held-out images with ground truth and detections as `detections.png`.
-    """
     keras.utils.set_random_seed(seed)
-    train = shapes_dataset(train_images, batch_size, image_size, seed=seed + 1, shuffle=True, repeat=True)
-    test = shapes_dataset(test_images, 25, image_size, seed=seed + 2)
+    training = models.get(PRESET)["training"]
+    if steps:
+        training["steps"] = steps
+    test = detection_pipeline(load_shapes(test_images, IMAGE_SIZE[0], seed=seed + 2), 25, IMAGE_SIZE,
+                              pad_to_multiple=32, cache=True)
     model = small_retinanet()
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps)
-    model.compile(optimizer=keras.optimizers.Adam(schedule, global_clipnorm=10.0))
     timings = {}
     start = time.perf_counter()
     untrained = evaluate_coco(model, test)
     timings["evaluate_s"] = time.perf_counter() - start
 
-    epochs = max(1, steps // 250)
     start = time.perf_counter()
-    model.fit(train, steps_per_epoch=steps // epochs, epochs=epochs, verbose=verbose, shuffle=False)
-    if precise_bn_batches:
-        precise_batchnorm(model, train, precise_bn_batches, verbose=verbose)
+    model, _ = train_detector(model, load_shapes(train_images, IMAGE_SIZE[0], seed=seed + 1), training, IMAGE_SIZE,
+                              batch_size=batch_size, verbose=verbose, seed=seed)
     timings["train_s"] = time.perf_counter() - start
     trained = evaluate_coco(model, test)
     if output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-        model.save(os.path.join(output_dir, "retinanet_shapes.keras"))
+        save_run(model, output_dir, SHAPE_CLASSES, IMAGE_SIZE, model_name=PRESET, dataset="shapes")
         images, targets = next(iter(test))
         save_detection_grid(
             os.path.join(output_dir, "detections.png"), images[:8], model.predict_on_batch(images[:8]),

@@ -1,9 +1,16 @@
+import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import keras
+import numpy as np
 import pytest
 
-from keras_fpn import FPNBackbone, cli
+from keras_fpn import FPNBackbone, cli, models
 from keras_fpn.utils import count_flops
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="FLOPs use TensorFlow's profiler")
@@ -36,3 +43,167 @@ def test_help_lists_commands(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "pyramid" in capsys.readouterr().out
+
+
+# -- the zoo and the training commands ------------------------------------------------------------------------
+
+SMALL = ["--model", "retinanet_mobilenetv3small_shapes", "--image-size", "64", "64", "--batch-size", "4",
+         "--no-progress"]
+
+
+def test_models_command_lists_the_zoo(capsys):
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in models.list():
+        assert name in out
+    assert re.search(r"retinanet_resnet50_fpn\s+ResNet50\s+P3-P7\s+640x640\s+tfds:coco/2017\s+38\.0M", out), out
+
+
+def test_models_command_prints_a_record(capsys):
+    assert cli.main(["models", "retinanet_convnext_tiny_fpn"]) == 0
+    assert json.loads(capsys.readouterr().out) == models.get("retinanet_convnext_tiny_fpn")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A shapes detector trained by `keras-fpn train` for a few steps (shared by the commands that read runs)."""
+    output = str(tmp_path_factory.mktemp("run"))
+    code = cli.main(["train", *SMALL, "--dataset", "shapes", "--max-images", "32", "--max-val-images", "8",
+                     "--epochs", "2", "--steps-per-epoch", "2", "--checkpoint-every", "1", "--output-dir", output])
+    assert code == 0
+    return output
+
+
+def test_train_writes_model_run_checkpoints_and_tensorboard_logs(trained_run):
+    files = set(os.listdir(trained_run))
+    assert {"model.keras", "run.json", "checkpoints", "logs"} <= files, files
+    run = json.loads(open(os.path.join(trained_run, "run.json")).read())
+    assert run["class_names"] == ["rectangle", "ellipse", "triangle"] and run["image_size"] == [64, 64]
+    assert run["epochs"] == 2 and run["steps_per_epoch"] == 2
+    index = json.loads(open(os.path.join(trained_run, "checkpoints", "checkpoint.json")).read())
+    assert index["step"] == 4
+    events = [name for _, _, names in os.walk(os.path.join(trained_run, "logs")) for name in names
+              if name.startswith("events.out.tfevents")]
+    assert events
+
+
+def test_train_resumes_and_reports_it(trained_run, capsys):
+    # Same run folder, one more epoch: continues from step 4 instead of starting over.
+    assert cli.main(["train", *SMALL, "--dataset", "shapes", "--max-images", "32", "--eval-every", "0",
+                     "--epochs", "3", "--steps-per-epoch", "2", "--output-dir", trained_run]) == 0
+    out = capsys.readouterr().out
+    assert "at step 4 of 6" in out
+    assert json.loads(open(os.path.join(trained_run, "checkpoints", "checkpoint.json")).read())["step"] == 6
+
+
+def test_evaluate_prints_the_coco_table(trained_run, capsys):
+    assert cli.main(["evaluate", trained_run, "--dataset", "shapes", "--max-images", "8", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for name in ("AP", "AP50", "AP75", "AR100", "AR_large"):
+        assert re.search(rf"^{name}\s+\d\.\d{{3}}$", out, re.M), out
+    assert re.search(r"^triangle\s+\d\.\d{3}\s+\d\.\d{3}$", out, re.M), out
+
+
+def test_export_writes_a_servable_savedmodel(trained_run, tmp_path, capsys):
+    import tensorflow as tf
+
+    assert cli.main(["export", trained_run, "--export-dir", str(tmp_path)]) == 0
+    assert "detection_classes are 1-based: 1 = 'rectangle'" in capsys.readouterr().out
+    served = tf.saved_model.load(str(tmp_path / "1")).signatures["serving_default"]
+    png = tf.io.encode_png(tf.zeros((50, 70, 3), tf.uint8))
+    assert served(images=tf.reshape(png, [1]))["detection_boxes"].shape[0] == 1
+
+
+def test_predict_draws_and_writes_json(trained_run, tmp_path, raccoon, capsys):
+    from PIL import Image
+
+    gray = tmp_path / "gray.png"
+    Image.fromarray(np.full((40, 90), 128, np.uint8)).save(gray)
+    jpeg = os.path.join(raccoon, "images", "raccoon-1.jpg")
+    out_png, out_json = tmp_path / "out.png", tmp_path / "out.json"
+    assert cli.main(["predict", trained_run, jpeg, str(gray), "--output", str(out_png), "--json", str(out_json),
+                     "--score-threshold", "0.0"]) == 0
+    report = json.loads(out_json.read_text())
+    assert [entry["image"] for entry in report] == [jpeg, str(gray)]
+    height, width = Image.open(jpeg).size[::-1]
+    assert (report[0]["height"], report[0]["width"]) == (height, width)
+    assert report[1]["height"] == 40 and report[1]["width"] == 90
+    for entry in report:
+        for detection in entry["detections"]:
+            x1, y1, x2, y2 = detection["box_xyxy"]
+            assert 0 <= x1 <= x2 <= entry["width"] and 0 <= y1 <= y2 <= entry["height"]
+            assert detection["class"] in ("rectangle", "ellipse", "triangle")
+    assert out_png.stat().st_size > 5_000
+
+
+def test_train_on_a_voc_folder_with_csv_validation(raccoon, tmp_path, capsys):
+    output = str(tmp_path / "raccoon")
+    assert cli.main(["train", *SMALL, "--dataset", f"voc:{raccoon}", "--max-images", "8",
+                     "--val-dataset", f"csv:{raccoon}/data/test_labels.csv,{raccoon}/images", "--max-val-images", "4",
+                     "--epochs", "1", "--steps-per-epoch", "1", "--output-dir", output]) == 0
+    out = capsys.readouterr().out
+    assert "1 classes ['raccoon']" in out and "validation AP by evaluation" in out
+    assert json.loads(open(os.path.join(output, "run.json")).read())["class_names"] == ["raccoon"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "retinanet_resnet5_fpn", "--dataset", "shapes"], "Did you mean 'retinanet_resnet50_fpn'"),
+    (["train", *SMALL, "--dataset", "pascal:/data"], "expected one of shapes, tfds:NAME, voc:DIR"),
+    (["train", *SMALL, "--dataset", "voc:/no/such/folder"], "folder '/no/such/folder' does not exist"),
+    (["train", *SMALL, "--dataset", "coco:/no/instances.json"], "expected one of shapes"),
+    (["evaluate", "/no/such/run", "--dataset", "shapes"], "No trained model at '/no/such/run'"),
+])
+def test_bad_arguments_exit_2_with_the_reason(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_required_argument_is_argparse_usage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--model", "retinanet_resnet50_fpn"])
+    assert exit_.value.code == 2 and "--dataset" in capsys.readouterr().err
+
+
+def test_predict_reports_missing_images(trained_run, capsys):
+    assert cli.main(["predict", trained_run, "/no/such.jpg"]) == 2
+    assert "/no/such.jpg" in capsys.readouterr().err
+
+
+def test_damaged_checkpoint_stops_training_with_the_reason(tmp_path, capsys):
+    output = str(tmp_path / "run")
+    argv = ["train", *SMALL, "--dataset", "shapes", "--max-images", "8", "--eval-every", "0", "--epochs", "1",
+            "--steps-per-epoch", "1", "--output-dir", output]
+    assert cli.main(argv) == 0
+    with open(os.path.join(output, "checkpoints", "ckpt-00000001.keras"), "r+b") as file:
+        file.truncate(1000)
+    assert cli.main(argv) == 1
+    assert "ckpt-00000001.keras is damaged" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_training_killed_with_sigkill_resumes_and_finishes_at_the_same_step(tmp_path):
+    output = str(tmp_path / "run")
+    argv = [sys.executable, "-m", "keras_fpn.cli", "train", *SMALL, "--dataset", "shapes", "--max-images", "64",
+            "--eval-every", "0", "--epochs", "3", "--steps-per-epoch", "20", "--checkpoint-every", "2",
+            "--output-dir", output]
+    index = os.path.join(output, "checkpoints", "checkpoint.json")
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    killed_after = None
+    while time.monotonic() < deadline and process.poll() is None:
+        if os.path.exists(index):
+            step = json.loads(open(index).read())["step"]
+            if step >= 6:
+                process.send_signal(signal.SIGKILL)
+                killed_after = step
+                break
+        time.sleep(0.02)
+    process.wait()
+    assert killed_after is not None and process.returncode == -signal.SIGKILL, process.stdout.read()
+    saved = json.loads(open(index).read())["step"]  # a checkpoint may have landed between the read and the kill
+    assert saved < 60 and saved % 20, "kill again mid-epoch: the test wants an interrupted epoch"
+    finished = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert f"Resuming from {os.path.join(output, 'checkpoints')} at step {saved} of 60" in finished.stdout
+    model = keras.saving.load_model(os.path.join(output, "model.keras"))
+    assert int(model.optimizer.iterations.numpy()) == 60

@@ -88,3 +88,22 @@ def shapes_dataset(num_images, batch_size=8, image_size=128, max_objects=4, min_
     if repeat:
         dataset = dataset.repeat()
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def load_shapes(num_images, image_size=128, max_objects=4, seed=0):
+    """Generated shapes as `DetectionData`, the form every reader returns (uint8 images, unpadded boxes).
+
+    Class names are `SHAPE_CLASSES`. Use different seeds for training and held-out splits.
+    """
+    import tensorflow as tf
+
+    from keras_fpn.datasets.records import DetectionData
+
+    images, boxes, labels = generate_shapes(num_images, image_size, max_objects, seed=seed)
+
+    def unpad(image, targets):
+        keep = targets["labels"] >= 0
+        return image, {"boxes": tf.boolean_mask(targets["boxes"], keep), "labels": tf.boolean_mask(targets["labels"], keep)}
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, {"boxes": boxes, "labels": labels})).map(unpad)
+    return DetectionData(dataset, SHAPE_CLASSES, num_images)

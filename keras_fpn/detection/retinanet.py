@@ -335,6 +335,36 @@ class RetinaNet(keras.Model):
         y_pred, level_shapes = self.forward_with_level_shapes(images)
         return self.decode_predictions(y_pred, images, level_shapes)
 
+    # -- presets -----------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_preset(cls, name, num_classes=None, backbone_weights="preset", **kwargs):
+        """Builds the named configuration of the model zoo (`keras_fpn.models.list()`), or of a JSON record file.
+
+        Args:
+            name: str, a zoo name such as `"retinanet_resnet50_fpn"`, or the path of a record `.json` file.
+            num_classes: int or None. None takes the record's (80 for the COCO models).
+            backbone_weights: `"preset"` (default: the record's, `"imagenet"` for the COCO models), `"imagenet"`,
+                None (random), or a local weights file.
+            **kwargs: further `RetinaNet` arguments, overriding the record's (e.g. `score_threshold`,
+                `input_shape`).
+
+        Example:
+
+        >>> model = RetinaNet.from_preset("retinanet_mobilenetv3small_shapes", num_classes=2)
+        >>> model.num_classes, model.backbone.max_level
+        (2, 5)
+        """
+        from keras_fpn import models
+
+        record = models.get(name)
+        config = models.retinanet_kwargs(record)
+        config["backbone_weights"] = record["backbone"].get("weights") if backbone_weights == "preset" else (
+            backbone_weights)
+        config.setdefault("name", record["name"])
+        config.update(kwargs)
+        return cls(num_classes=record["num_classes"] if num_classes is None else num_classes, **config)
+
     # -- serialization -----------------------------------------------------------------------------------------
 
     def get_config(self):

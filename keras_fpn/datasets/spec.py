@@ -1,0 +1,74 @@
+"""One string names a dataset: `shapes`, `tfds:NAME`, `voc:DIR`, `coco:JSON,DIR` or `csv:FILE[,IMAGE_DIR]`."""
+
+import os
+
+FORMS = ("shapes", "tfds:NAME", "voc:DIR", "coco:JSON,IMAGE_DIR", "csv:FILE[,IMAGE_DIR]")
+# Generated shapes: a training set and a held-out set from other seeds.
+SHAPES = {"train": (2000, 1), "validation": (200, 2), "test": (200, 3)}
+
+
+def _limit(data, max_images):
+    from keras_fpn.datasets.records import DetectionData
+
+    if max_images is None or (data.num_images is not None and data.num_images <= max_images):
+        return data
+    return DetectionData(data.dataset.take(max_images), data.class_names,
+                         max_images if data.num_images is None else min(max_images, data.num_images))
+
+
+def load_dataset(spec, split="train", class_names=None, max_images=None, image_size=128):
+    """Reads the dataset named by `spec` with the matching `keras_fpn.datasets` reader.
+
+    Args:
+        spec: str, one of
+            `shapes` (generated; `split` "train" 2000 images, "validation"/"test" 200 held-out ones),
+            `tfds:NAME` (`load_tfds(NAME, split)`, e.g. `tfds:coco/2017`, `tfds:voc/2007`),
+            `voc:DIR` (`load_voc`: all annotated images, or the ImageSets list `split` when DIR has one),
+            `coco:JSON,IMAGE_DIR` (`load_coco_json`),
+            `csv:FILE[,IMAGE_DIR]` (`load_csv`; images beside FILE by default).
+        split: str, the split of `tfds:`, `voc:` and `shapes`; ignored by `coco:` and `csv:`, whose files are splits.
+        class_names: sequence or None: fixes the label order of `voc:` and `csv:` (pass the training set's names
+            when reading its validation set).
+        max_images: int or None, read at most this many images.
+        image_size: int, the side of generated shapes images.
+
+    Returns:
+        `DetectionData`.
+
+    Raises:
+        ValueError: `spec` has none of the forms above. FileNotFoundError: a named file or folder does not exist.
+    """
+    from keras_fpn.datasets.coco_json import load_coco_json
+    from keras_fpn.datasets.csv_file import load_csv
+    from keras_fpn.datasets.shapes import load_shapes
+    from keras_fpn.datasets.tfds_reader import load_tfds
+    from keras_fpn.datasets.voc import load_voc
+
+    kind, _, rest = spec.partition(":")
+
+    def existing(path, what):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Dataset {spec!r}: {what} {path!r} does not exist.")
+        return path
+
+    if kind == "shapes" and not rest:
+        num_images, seed = SHAPES.get(split, SHAPES["train"])
+        data = load_shapes(num_images if max_images is None else min(num_images, max_images), image_size,
+                           seed=seed)
+    elif kind == "tfds" and rest:
+        data = load_tfds(rest, split=split or "train")
+    elif kind == "voc" and rest:
+        directory = existing(rest, "folder")
+        has_lists = os.path.isdir(os.path.join(directory, "ImageSets", "Main"))
+        split = {"validation": "val"}.get(split, split)  # VOC's own name for it
+        data = load_voc(directory, split=split if has_lists else None, class_names=class_names)
+    elif kind == "coco" and rest.count(",") == 1:
+        annotation_file, image_dir = rest.split(",")
+        data = load_coco_json(existing(annotation_file, "annotation file"), existing(image_dir, "image folder"))
+    elif kind == "csv" and rest and rest.count(",") <= 1:
+        csv_file, _, image_dir = rest.partition(",")
+        existing(csv_file, "file")
+        data = load_csv(csv_file, existing(image_dir, "image folder") if image_dir else None, class_names)
+    else:
+        raise ValueError(f"Received dataset {spec!r}; expected one of {', '.join(FORMS)}.")
+    return _limit(data, max_images)

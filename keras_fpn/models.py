@@ -1,0 +1,169 @@
+"""The model zoo's one entry point: named RetinaNet configurations stored as JSON records.
+
+The records live in the repository's `models/` folder (one `NAME.json` per model, data only) and ship inside the
+package as `keras_fpn/zoo/` (a link to that folder, installed as package data). This module reads them; it holds
+no configuration of its own.
+
+>>> import keras_fpn
+>>> "retinanet_resnet50_fpn" in keras_fpn.models.list()
+True
+>>> keras_fpn.models.get("retinanet_resnet50_fpn")["backbone"]["application"]
+'ResNet50'
+"""
+
+import builtins
+import copy
+import difflib
+import json
+import os
+
+from importlib import resources
+
+_SECTIONS = {
+    "name": str,
+    "description": str,
+    "reference": str,
+    "dataset": str,
+    "num_classes": int,
+    "input_size": builtins.list,
+    "backbone": dict,
+    "pyramid": dict,
+    "head": dict,
+    "anchors": dict,
+    "detection": dict,
+    "training": dict,
+    "figures": dict,
+}
+_FIELDS = {
+    "backbone": {"application", "weights", "kwargs", "batchnorm_momentum", "freeze_batchnorm"},
+    "pyramid": {"min_level", "max_level", "num_channels", "fusion", "extra_levels_from", "norm"},
+    "head": {"filters", "depth", "norm", "prior_probability"},
+    "anchors": {"size", "scales", "aspect_ratios"},
+    "detection": {"positive_iou", "negative_iou", "box_loss", "smooth_l1_beta", "box_loss_weight", "focal_alpha",
+                  "focal_gamma", "score_threshold", "pre_nms_topk", "nms_iou_threshold", "max_detections"},
+    "training": {"batch_size", "epochs", "steps", "optimizer", "learning_rate", "weight_decay", "global_clipnorm",
+                 "augmentation", "precise_batchnorm_batches", "source"},
+    "figures": {"parameters", "gflops", "cpu_latency_ms", "measured_with", "machine", "ap"},
+}
+_REQUIRED = ("name", "description", "dataset", "num_classes", "input_size", "backbone", "pyramid", "head",
+             "anchors", "training", "figures")
+
+
+def _zoo_dir():
+    return resources.files("keras_fpn") / "zoo"
+
+
+def _check(record, source):
+    """Raises ValueError naming the first missing, unknown or mistyped field of `record`."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{source}: expected a JSON object, received {type(record).__name__}.")
+    missing = [key for key in _REQUIRED if key not in record]
+    unknown = sorted(set(record) - set(_SECTIONS))
+    if missing or unknown:
+        raise ValueError(f"{source}: missing fields {missing}, unknown fields {unknown}; "
+                         f"expected the fields {sorted(_SECTIONS)}.")
+    for key, value in record.items():
+        if not isinstance(value, _SECTIONS[key]):
+            raise ValueError(f"{source}: field {key!r} is a {type(value).__name__}; expected "
+                             f"{_SECTIONS[key].__name__}.")
+        extra = sorted(set(value) - _FIELDS[key]) if key in _FIELDS else []
+        if extra:
+            raise ValueError(f"{source}: unknown {key} fields {extra}; expected some of {sorted(_FIELDS[key])}.")
+    if "application" not in record["backbone"]:
+        raise ValueError(f"{source}: backbone needs 'application', a keras.applications name such as 'ResNet50'.")
+    if len(record["input_size"]) != 2:
+        raise ValueError(f"{source}: input_size is {record['input_size']}; expected [height, width].")
+    return record
+
+
+def load_record(path):
+    """Reads and checks one zoo record from a JSON file (your own configurations work too)."""
+    with open(path) as file:
+        try:
+            record = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error}).") from None
+    return _check(record, path)
+
+
+def list():  # noqa: A001 - the zoo's public API is keras_fpn.models.list()
+    """Names of the models in the zoo, sorted."""
+    return sorted(entry.name[: -len(".json")] for entry in _zoo_dir().iterdir() if entry.name.endswith(".json"))
+
+
+def get(name):
+    """The zoo record `name` as a dict (a fresh copy), or the record in a JSON file when `name` is a path.
+
+    Raises:
+        ValueError: `name` is neither a model in the zoo nor a JSON file; the message lists the zoo.
+    """
+    if name.endswith(".json") and os.path.isfile(name):
+        return load_record(name)
+    names = list()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Received model name {name!r}; the zoo has {names}.{hint}")
+    entry = _zoo_dir() / f"{name}.json"
+    record = _check(json.loads(entry.read_text()), f"zoo record {name}")
+    if record["name"] != name:
+        raise ValueError(f"zoo record {name}.json names itself {record['name']!r}.")
+    return copy.deepcopy(record)
+
+
+def retinanet_kwargs(record):
+    """`RetinaNet` constructor arguments of a zoo record (everything but `num_classes` and the weights)."""
+    backbone, pyramid, head, anchors = (record[key] for key in ("backbone", "pyramid", "head", "anchors"))
+    pyramid_kwargs = {key: pyramid[key] for key in ("fusion", "extra_levels_from", "norm") if key in pyramid}
+    backbone_kwargs = {"pyramid_kwargs": pyramid_kwargs}
+    for key in ("batchnorm_momentum", "freeze_batchnorm"):
+        if backbone.get(key) is not None:
+            backbone_kwargs[key] = backbone[key]
+    if backbone.get("kwargs"):
+        backbone_kwargs["backbone_kwargs"] = dict(backbone["kwargs"])
+    kwargs = {
+        "backbone": backbone["application"],
+        "min_level": pyramid.get("min_level", 3),
+        "max_level": pyramid.get("max_level", 7),
+        "num_channels": pyramid.get("num_channels", 256),
+        "backbone_kwargs": backbone_kwargs,
+        "head_filters": head.get("filters", 256),
+        "head_depth": head.get("depth", 4),
+        "head_norm": head.get("norm"),
+        "prior_probability": head.get("prior_probability", 0.01),
+    }
+    if "size" in anchors:
+        kwargs["anchor_scale"] = anchors["size"]
+    if "scales" in anchors:
+        kwargs["anchor_scales"] = tuple(anchors["scales"])
+    if "aspect_ratios" in anchors:
+        kwargs["aspect_ratios"] = tuple(anchors["aspect_ratios"])
+    kwargs.update(record.get("detection", {}))
+    return kwargs
+
+
+def summary(records=None):
+    """One row per record for tables: name, backbone, levels, input, dataset, parameters, GFLOPs, CPU ms, AP.
+
+    Numbers not measured are None. Used by `keras-fpn models` and by the script that writes `models/README.md`.
+    """
+    records = [get(name) for name in list()] if records is None else records
+    rows = []
+    for record in records:
+        figures = record["figures"]
+        ap = figures.get("ap") or {}
+        rows.append({
+            "name": record["name"],
+            "backbone": record["backbone"]["application"],
+            "levels": f"P{record['pyramid'].get('min_level', 3)}-P{record['pyramid'].get('max_level', 7)}",
+            "channels": record["pyramid"].get("num_channels", 256),
+            "input": "x".join(str(size) for size in record["input_size"]),
+            "dataset": record["dataset"],
+            "num_classes": record["num_classes"],
+            "parameters": figures.get("parameters"),
+            "gflops": figures.get("gflops"),
+            "cpu_latency_ms": figures.get("cpu_latency_ms"),
+            "AP": ap.get("AP"),
+            "AP50": ap.get("AP50"),
+        })
+    return rows

@@ -1,0 +1,142 @@
+"""The model zoo: records load, build the models they describe, match their figures, and ship in the package."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+import zipfile
+
+import keras
+import pytest
+
+from keras_fpn import RetinaNet, models
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+REQUIRED = ("retinanet_resnet50_fpn", "retinanet_resnet101_fpn", "retinanet_mobilenetv3large_fpn",
+            "retinanet_efficientnetv2b0_fpn", "retinanet_convnext_tiny_fpn", "retinanet_mobilenetv3small_shapes")
+
+
+def _zoo_table_script():
+    spec = importlib.util.spec_from_file_location("zoo_table", ROOT / "scripts" / "zoo_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_zoo_lists_every_record_in_models_folder():
+    names = models.list()
+    assert set(REQUIRED) <= set(names)
+    assert names == sorted(path.stem for path in (ROOT / "models").glob("*.json"))
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_record_builds_its_model_with_the_recorded_parameter_count(name):
+    record = models.get(name)
+    model = RetinaNet.from_preset(name, backbone_weights=None)
+    assert model.num_classes == record["num_classes"]
+    assert model.backbone.min_level == record["pyramid"]["min_level"]
+    assert model.backbone.max_level == record["pyramid"]["max_level"]
+    assert model.head_depth == record["head"]["depth"] and model.head_filters == record["head"]["filters"]
+    assert model.anchor_scale == record["anchors"]["size"]
+    figures = record["figures"]
+    assert figures["parameters"] == model.count_params(), "re-run python benchmarks/zoo_figures.py --write"
+    assert figures["measured_with"] and figures["machine"]
+    assert figures["gflops"] > 0 and figures["cpu_latency_ms"] > 0
+
+
+def test_table_in_models_readme_is_up_to_date():
+    script = _zoo_table_script()
+    text = (ROOT / "models" / "README.md").read_text()
+    assert script.render(text) == text, "models/README.md is out of date: run python scripts/zoo_table.py"
+    for name in REQUIRED:
+        assert f"[`{name}`]({name}.json)" in text
+
+
+def test_table_changes_when_a_record_changes(monkeypatch):
+    script = _zoo_table_script()
+    text = (ROOT / "models" / "README.md").read_text()
+    real_get = models.get
+
+    def changed(name):
+        record = real_get(name)
+        if name == "retinanet_resnet50_fpn":
+            record["figures"]["gflops"] = 1.0
+        return record
+
+    monkeypatch.setattr(models, "get", changed)
+    assert script.render(text) != text
+
+
+def test_only_the_trained_model_claims_an_ap():
+    for name in models.list():
+        ap = models.get(name)["figures"]["ap"]
+        if name == "retinanet_mobilenetv3small_shapes":
+            assert 0 < ap["AP"] < ap["AP50"] <= 1 and ap["measured_with"] == "bash scripts/main_job.sh"
+        else:
+            assert ap is None, f"{name} was not trained here"
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(ValueError, match=r"'retinanet_resnet50'.*Did you mean 'retinanet_resnet50_fpn'"):
+        models.get("retinanet_resnet50")
+
+
+def test_get_returns_a_copy():
+    models.get("retinanet_resnet50_fpn")["pyramid"]["num_channels"] = 1
+    assert models.get("retinanet_resnet50_fpn")["pyramid"]["num_channels"] == 256
+
+
+def test_own_record_file_and_overrides(tmp_path):
+    record = models.get("retinanet_mobilenetv3small_shapes")
+    record.update(name="mine", num_classes=5)
+    record["pyramid"]["num_channels"] = 32
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(record))
+    model = RetinaNet.from_preset(str(path), score_threshold=0.2)
+    assert model.num_classes == 5 and model.backbone.num_channels == 32 and model.score_threshold == 0.2
+    assert RetinaNet.from_preset(str(path), num_classes=2).num_classes == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.pop("backbone"), r"missing fields \['backbone'\]"),
+    (lambda r: r.update(backbones={}), r"unknown fields \['backbones'\]"),
+    (lambda r: r["pyramid"].update(channels=8), r"unknown pyramid fields \['channels'\]"),
+    (lambda r: r.update(num_classes="80"), r"field 'num_classes' is a str; expected int"),
+    (lambda r: r.update(input_size=[640]), r"input_size is \[640\]"),
+])
+def test_bad_records_are_named(tmp_path, change, message):
+    record = models.get("retinanet_resnet50_fpn")
+    change(record)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=message):
+        models.load_record(str(path))
+
+
+def test_not_json_is_reported(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text("{'name': ")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        models.get(str(path))
+
+
+@pytest.mark.slow
+def test_records_ship_in_the_wheel(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(ROOT)], check=True)
+    wheel = next(tmp_path.glob("keras_fpn-*.whl"))
+    shipped = {pathlib.PurePosixPath(name).name for name in zipfile.ZipFile(wheel).namelist()
+               if name.startswith("keras_fpn/zoo/")}
+    assert shipped == {f"{name}.json" for name in models.list()}
+
+
+def test_preset_model_trains_one_step():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("decoding uses TensorFlow's NMS")
+    model = RetinaNet.from_preset("retinanet_mobilenetv3small_shapes", num_classes=2)
+    model.compile(optimizer="adam")
+    images = keras.random.uniform((2, 64, 64, 3), 0, 255)
+    y = {"boxes": [[[4.0, 4.0, 40.0, 30.0]], [[10.0, 12.0, 60.0, 50.0]]], "labels": [[0], [1]]}
+    logs = model.train_on_batch(images, y, return_dict=True)
+    assert logs["loss"] > 0 and int(model.optimizer.iterations.numpy()) == 1
