@@ -49,3 +49,41 @@ def test_readme_data_example_runs(raccoon, tmp_path, monkeypatch):
     assert "('raccoon',) 200" in printed.getvalue()
     assert set(namespace["metrics"]) >= {"AP", "AP50", "AR100", "AP/raccoon"}
     assert (tmp_path / "detections.png").exists()
+
+
+def test_readme_zoo_example_runs():
+    import keras
+    import pytest
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the zoo is RetinaNet, whose decoding uses TensorFlow's NMS")
+    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "from_preset(" in b)
+    namespace = {}
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        exec(compile(example, "README.md", "exec"), namespace)
+    assert "retinanet_resnet50_fpn" in printed.getvalue()
+    assert namespace["model"].num_classes == 2 and namespace["record"]["backbone"]["application"] == "ResNet50"
+
+
+def test_readme_command_line_example_runs_as_written(raccoon, tmp_path, monkeypatch, capsys):
+    import json
+    import shlex
+
+    import keras
+    import pytest
+
+    from keras_fpn import cli
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("RetinaNet decoding uses TensorFlow's NMS")
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S) if "keras-fpn train" in b)
+    lines = [line for line in block.splitlines() if line.startswith("keras-fpn ")]
+    assert [shlex.split(line)[1] for line in lines] == ["models", "train", "evaluate", "export", "predict"]
+    monkeypatch.chdir(tmp_path)  # the example writes into runs/
+    for line in lines:
+        argv = shlex.split(line.replace("../shared/datasets/raccoon", raccoon))[1:]
+        assert cli.main(argv) == 0, line
+    assert re.search(r"^AP50\s+\d\.\d{3}$", capsys.readouterr().out, re.M)
+    assert (tmp_path / "runs/shapes/export/1/saved_model.pb").exists()
+    assert json.loads((tmp_path / "runs/shapes/detections.json").read_text())[0]["image"].endswith("raccoon-1.jpg")
+    assert (tmp_path / "runs/shapes/detections.png").exists()

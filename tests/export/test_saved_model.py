@@ -296,3 +296,45 @@ def test_serving_under_load_matches_serial_calls(loaded, raccoon):
         expected = serial[index % len(requests)]
         for name in SERVING_OUTPUTS:
             np.testing.assert_array_equal(outputs[name], expected[name], err_msg=f"request {index}, {name}")
+
+
+def test_local_server_answers_the_example_clients_like_the_signature(exported, loaded, raccoon):
+    """The stand-in server speaks TF Serving's REST and gRPC predict APIs: the example clients, unchanged, get the
+    signature's own answers (REST through JSON, so floats compare to float32 precision)."""
+    import urllib.error
+    import urllib.request
+
+    from keras_fpn.export.local_server import LocalServer
+
+    sys.path.insert(0, os.path.join(ROOT, "examples", "serving"))
+    try:
+        import grpc_client
+        import rest_client
+    finally:
+        sys.path.pop(0)
+    paths = [os.path.join(raccoon, "images", name) for name in RACCOONS[:2]]
+    expected = loaded.signatures["serving_default"](images=tf.constant([open(p, "rb").read() for p in paths]))
+    server = LocalServer(os.path.dirname(exported), rest_port=0, grpc_port=0).start()
+    try:
+        status = json.load(urllib.request.urlopen(f"{server.rest_url}/v1/models/retinanet"))
+        assert status["model_version_status"][0]["state"] == "AVAILABLE"
+        predictions = rest_client.predict(paths, url=server.rest_url)
+        for name in SERVING_OUTPUTS:
+            np.testing.assert_allclose(np.array([p[name] for p in predictions]), expected[name].numpy(), rtol=1e-6)
+        columnar = urllib.request.Request(
+            f"{server.rest_url}/v1/models/retinanet:predict", headers={"Content-Type": "application/json"},
+            data=json.dumps({"inputs": {"images": rest_client.build_body(paths)["instances"]}}).encode())
+        outputs = json.load(urllib.request.urlopen(columnar))["outputs"]
+        np.testing.assert_allclose(outputs["detection_scores"], expected["detection_scores"].numpy(), rtol=1e-6)
+        bad = urllib.request.Request(f"{server.rest_url}/v1/models/retinanet:predict",
+                                     data=json.dumps({"instances": [{"b64": "bm90IGFuIGltYWdl"}]}).encode())
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(bad)
+        assert error.value.code == 400 and "Unknown image file format" in json.load(error.value)["error"]
+
+        pytest.importorskip("tensorflow_serving.apis")
+        served = grpc_client.predict(paths, target=server.grpc_target)
+        for name in SERVING_OUTPUTS:
+            np.testing.assert_array_equal(served[name], expected[name].numpy())
+    finally:
+        server.stop()
