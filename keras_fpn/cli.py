@@ -116,10 +116,15 @@ def _image_size(args, record):
 def _train(args):
     from keras_fpn import RetinaNet, models
     from keras_fpn.datasets.spec import load_dataset
-    from keras_fpn.training import train_detector
+    from keras_fpn.training import is_chief, make_strategy, train_detector
 
     record = models.get(args.model)
     image_size = _image_size(args, record)
+    # First: MultiWorkerMirroredStrategy has to be set up before TensorFlow runs any op.
+    strategy = make_strategy(args.strategy, tpu=args.tpu)
+    if strategy.num_replicas_in_sync > 1:
+        print(f"{args.strategy} strategy: {strategy.num_replicas_in_sync} replicas; the batch size is split across "
+              "them", flush=True)
     print(f"Reading {args.dataset} ({args.train_split})...", flush=True)
     train = load_dataset(args.dataset, args.train_split, max_images=args.max_images, image_size=image_size[0])
     val = None
@@ -131,8 +136,9 @@ def _train(args):
         raise ValueError(f"The validation classes {val.class_names} differ from the training classes "
                          f"{train.class_names}.")
     weights = args.backbone_weights
-    model = RetinaNet.from_preset(args.model, num_classes=len(train.class_names),
-                                  backbone_weights="preset" if weights == "preset" else _weights(weights))
+    with strategy.scope():
+        model = RetinaNet.from_preset(args.model, num_classes=len(train.class_names),
+                                      backbone_weights="preset" if weights == "preset" else _weights(weights))
     print(f"{args.model}: {model.count_params():,} parameters, {len(train.class_names)} classes "
           f"{list(train.class_names)[:10]}{'...' if len(train.class_names) > 10 else ''}, images {image_size}; "
           f"{train.num_images or 'unknown number of'} training images"
@@ -142,12 +148,13 @@ def _train(args):
         model, train, record["training"], image_size, output_dir=args.output_dir, val_data=val, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, learning_rate=args.learning_rate,
         checkpoint_every=args.checkpoint_every, resume=args.resume, eval_every=args.eval_every or 1,
-        verbose=1 if args.progress else 2, seed=args.seed,
+        verbose=1 if args.progress else 2, seed=args.seed, strategy=strategy,
     )
     if "val_AP" in history:
         print(f"validation AP by evaluation: {', '.join(f'{value:.3f}' for value in history['val_AP'])}")
-    print(f"saved {args.output_dir}/model.keras and run.json; TensorBoard: tensorboard --logdir "
-          f"{args.output_dir}/logs")
+    if is_chief():
+        print(f"saved {args.output_dir}/model.keras and run.json; TensorBoard: tensorboard --logdir "
+              f"{args.output_dir}/logs")
     return 0
 
 
@@ -234,6 +241,8 @@ def _predict(args):
 
 
 def build_parser():
+    from keras_fpn.training.distribute import STRATEGIES
+
     parser = argparse.ArgumentParser(
         prog="keras-fpn", description="Feature Pyramid Networks and RetinaNet for Keras 3."
     )
@@ -305,6 +314,10 @@ def build_parser():
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                        help="a progress bar per epoch (default) or one line per epoch (--no-progress)")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--strategy", choices=STRATEGIES, default="default",
+                       help="tf.distribute strategy: default (one device), mirrored (all GPUs of this machine), "
+                            "multi_worker (all machines in TF_CONFIG), tpu (default: default)")
+    train.add_argument("--tpu", help="TPU name or address for --strategy tpu (default: this VM's TPU)")
     train.set_defaults(run=_train)
 
     def add_run(command):
@@ -341,13 +354,14 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
     args = build_parser().parse_args(argv)
     from keras_fpn.training.checkpoint import CheckpointError
+    from keras_fpn.training.distribute import StrategyError
 
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"keras-fpn: error: {error}", file=sys.stderr)
         return 2
-    except CheckpointError as error:
+    except (CheckpointError, StrategyError) as error:
         print(f"keras-fpn: error: {error}", file=sys.stderr)
         return 1
 

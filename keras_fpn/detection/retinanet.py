@@ -9,19 +9,21 @@ from keras.utils import bounding_boxes
 from keras_fpn.backbones.fpn_backbone import FPNBackbone
 from keras_fpn.detection.anchors import DEFAULT_ASPECT_RATIOS, DEFAULT_SCALES, AnchorGenerator
 from keras_fpn.detection.box_coding import decode_deltas, encode_deltas, match_anchors
+from keras_fpn.detection.checks import check_images, check_target_values, check_targets, clip_and_drop
 from keras_fpn.detection.losses import BOX_LOSSES, focal_loss, giou_loss, smooth_l1_loss
 from keras_fpn.detection.prediction_head import PredictionHead
 from keras_fpn.layers.levels import level_key
+from keras_fpn.training.distribute import num_replicas, sum_over_replicas
 
 
 def _dense_targets(y):
-    """`{"boxes", "labels"}` as dense tensors padded with label -1 (ragged input accepted)."""
+    """`{"boxes", "labels"}` checked, then as dense tensors padded with label -1 (ragged input accepted)."""
     if not isinstance(y, dict) or "boxes" not in y or "labels" not in y:
         raise ValueError(
             "Expected y = {'boxes': [batch, num_boxes, 4], 'labels': [batch, num_boxes]} padded with label -1; "
             f"received {type(y).__name__}{'' if not isinstance(y, dict) else ' with keys ' + str(sorted(y))}."
         )
-    boxes, labels = y["boxes"], y["labels"]
+    boxes, labels = check_targets(y["boxes"], y["labels"])
     if hasattr(boxes, "to_tensor"):  # tf.RaggedTensor
         boxes = boxes.to_tensor(default_value=0.0)
     if hasattr(labels, "to_tensor"):
@@ -33,6 +35,20 @@ def _dense_targets(y):
     boxes = ops.concatenate([boxes, ops.zeros((batch, 1, 4), "float32")], axis=1)
     labels = ops.concatenate([labels, -ops.ones((batch, 1), "int32")], axis=1)
     return boxes, labels
+
+
+def _multi_worker_logs(logs):
+    """Under `MultiWorkerMirroredStrategy`, Keras 3 averages each replica's step logs with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars every metric returns ("Invalid reduction
+    dimension 0 for input with 0 dimensions"; keras-team/keras#20585, Keras 3.15). Shape [1] logs reduce to the
+    scalars Keras expects; other strategies and backends get the logs unchanged."""
+    if keras.backend.backend() != "tensorflow" or not isinstance(logs, dict):
+        return logs
+    import tensorflow as tf
+
+    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return logs
+    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
 
 @keras.saving.register_keras_serializable(package="keras_fpn")
@@ -92,7 +108,7 @@ class RetinaNet(keras.Model):
     ...                   head_filters=32, head_depth=1, min_level=3, max_level=5)
     >>> model.compile(optimizer="adam")
     >>> images = keras.random.uniform((2, 128, 128, 3), 0, 255)
-    >>> y = {"boxes": [[[10, 10, 50, 60]], [[30, 40, 90, 120]]], "labels": [[0], [2]]}
+    >>> y = {"boxes": [[[10.0, 10.0, 50.0, 60.0]], [[30.0, 40.0, 90.0, 120.0]]], "labels": [[0], [2]]}
     >>> history = model.fit(images, y, epochs=1, verbose=0)
     >>> sorted(model.predict(images, verbose=0))
     ['boxes', 'labels', 'num_detections', 'scores']
@@ -216,6 +232,8 @@ class RetinaNet(keras.Model):
         self.max_detections = max_detections
         self.classification_loss_tracker = keras.metrics.Mean(name="classification_loss")
         self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
+        # Boxes given to `fit` that lie outside the image or have no area are ignored, and counted here.
+        self.dropped_boxes_tracker = keras.metrics.Sum(name="dropped_boxes")
         self._level_shape_cache = {}
 
     # -- anchors ------------------------------------------------------------------------------------------------
@@ -261,6 +279,8 @@ class RetinaNet(keras.Model):
         boxes, labels = _dense_targets(y)
         anchors, _, height, width = self.anchors_for(x)
         boxes = bounding_boxes.convert_format(boxes, self.bounding_box_format, "xyxy", height=height, width=width)
+        boxes, labels = check_target_values(boxes, labels, self.num_classes, self.bounding_box_format)
+        boxes, labels, dropped = clip_and_drop(boxes, labels, height, width)
         matched, positive, negative = match_anchors(
             anchors, boxes, labels, self.positive_iou, self.negative_iou, self.allow_low_quality_matches
         )
@@ -270,7 +290,9 @@ class RetinaNet(keras.Model):
         matched_boxes = ops.where(positive[..., None], matched_boxes, anchors[None])
 
         positive_f = ops.cast(positive, "float32")
-        num_positive = ops.maximum(ops.sum(positive_f), 1.0)
+        # Normalised by the positives of the whole global batch: under tf.distribute each replica's loss is its
+        # share of the single-device loss, and the summed gradients equal the single-device gradients.
+        num_positive = ops.maximum(sum_over_replicas(ops.sum(positive_f)), 1.0)
         class_targets = ops.one_hot(ops.maximum(matched_labels, 0), self.num_classes) * positive_f[..., None]
         class_weights = ops.cast(positive | negative, "float32")
         logits = ops.cast(y_pred["classification"], "float32")
@@ -285,12 +307,32 @@ class RetinaNet(keras.Model):
             per_anchor = giou_loss(matched_boxes, decode_deltas(anchors, deltas, self.box_weights))
         box_loss = ops.sum(per_anchor * positive_f) / num_positive
 
-        self.classification_loss_tracker.update_state(class_loss)
-        self.box_loss_tracker.update_state(box_loss)
+        # The trackers average over replicas; a replica's loss is 1/replicas of the whole on average.
+        replicas = num_replicas()
+        self.classification_loss_tracker.update_state(class_loss * replicas)
+        self.box_loss_tracker.update_state(box_loss * replicas)
+        self.dropped_boxes_tracker.update_state(dropped)
         loss = class_loss + self.box_loss_weight * box_loss
         if self.losses:
-            loss = loss + ops.sum(self.losses)
+            loss = loss + ops.sum(self.losses) / replicas
         return loss
+
+    # -- input checks -------------------------------------------------------------------------------------------
+
+    def _checked(self, data):
+        """The batch with its images checked before the forward pass, so a bad batch gets an error naming the
+        problem rather than Keras's message about some layer's input; the targets are checked in
+        `compute_loss` (see `keras_fpn.detection.checks`)."""
+        if isinstance(data, (tuple, list)) and data:
+            return type(data)([check_images(data[0], 2 ** self.backbone.max_level), *data[1:]])
+        return check_images(data, 2 ** self.backbone.max_level)
+
+    def train_step(self, *args):
+        # The batch is the last argument on every backend (JAX passes the training state first).
+        return _multi_worker_logs(super().train_step(*args[:-1], self._checked(args[-1])))
+
+    def test_step(self, *args):
+        return _multi_worker_logs(super().test_step(*args[:-1], self._checked(args[-1])))
 
     # -- inference ----------------------------------------------------------------------------------------------
 
@@ -331,7 +373,7 @@ class RetinaNet(keras.Model):
         return detections
 
     def predict_step(self, data):
-        images = data[0] if isinstance(data, (tuple, list)) else data
+        images = check_images(data[0] if isinstance(data, (tuple, list)) else data, 2 ** self.backbone.max_level)
         y_pred, level_shapes = self.forward_with_level_shapes(images)
         return self.decode_predictions(y_pred, images, level_shapes)
 

@@ -4,11 +4,14 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import keras
 
 from keras_fpn.training.checkpoint import TrainingCheckpoint, restore_checkpoint
+from keras_fpn.training.distribute import is_chief
 from keras_fpn.training.recipe import build_augmentation, build_optimizer
 
 logger = logging.getLogger("keras_fpn")
@@ -21,7 +24,7 @@ STEPS_PER_EPOCH_OF_STEP_RECIPES = 250
 
 
 def fit_resumable(model, batches, epochs, steps_per_epoch, checkpoint_dir=None, checkpoint_every=None,
-                  resume=True, callbacks=(), verbose="auto"):
+                  resume=True, callbacks=(), verbose="auto", write_checkpoints=True):
     """`model.fit` for `epochs` x `steps_per_epoch` steps that picks up where an interrupted run stopped.
 
     With `checkpoint_dir`, the whole model is checkpointed atomically at every epoch end and every
@@ -29,6 +32,10 @@ def fit_resumable(model, batches, epochs, steps_per_epoch, checkpoint_dir=None, 
     (model, optimizer state, step count) and training continues from its step, mid-epoch included: the rest of the
     interrupted epoch runs as a shorter epoch, so the run ends after the same number of optimizer steps as an
     uninterrupted one. Batches after a resume start again from the beginning of `batches` (shuffled anew).
+    Under a `tf.distribute` strategy, call it inside `strategy.scope()` (the restored model is built there). With
+    several workers, saving a model runs collective ops, so every worker saves; `write_checkpoints=False` (the
+    workers other than the chief) sends those saves to a temporary folder that is deleted afterwards. All workers
+    restore from `checkpoint_dir`, which they must all be able to read.
 
     Returns:
         `(model, history)`: the trained model (a new object when it was restored) and the metrics of every epoch run
@@ -44,8 +51,11 @@ def fit_resumable(model, batches, epochs, steps_per_epoch, checkpoint_dir=None, 
             model, start_step = restored
             print(f"Resuming from {checkpoint_dir} at step {start_step} of {epochs * steps_per_epoch}.", flush=True)
     callbacks = list(callbacks)
+    scratch = None
     if checkpoint_dir:
-        callbacks.append(TrainingCheckpoint(checkpoint_dir, checkpoint_every))
+        scratch = None if write_checkpoints else tempfile.mkdtemp(prefix="keras_fpn_worker_")
+        callbacks.append(TrainingCheckpoint(scratch or checkpoint_dir, checkpoint_every))
+    _work_around_multi_worker_fit(model)
     history = {}
     epoch, done = divmod(start_step, steps_per_epoch)
     while epoch < epochs:
@@ -57,7 +67,20 @@ def fit_resumable(model, batches, epochs, steps_per_epoch, checkpoint_dir=None, 
         for key, values in run.history.items():
             history.setdefault(key, []).extend(values)
         epoch, done = last, 0
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
     return model, history
+
+
+def _work_around_multi_worker_fit(model):
+    """Keras 3's `fit` under `MultiWorkerMirroredStrategy` fails before the first step: its symbolic build reduces the
+    first distributed batch with `strategy.reduce`, which that strategy refuses (keras-team/keras#20585, open;
+    measured with Keras 3.15, TensorFlow 2.21). A model that records no strategy of its own takes the current one
+    (`fit` runs inside `strategy.scope()`) and builds when its train function is traced, which works."""
+    import tensorflow as tf
+
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        model._distribute_strategy = None
 
 
 def schedule_length(training, num_images, batch_size, epochs=None, steps_per_epoch=None):
@@ -76,7 +99,7 @@ def schedule_length(training, num_images, batch_size, epochs=None, steps_per_epo
 
 def train_detector(model, train_data, training, image_size, output_dir=None, val_data=None, epochs=None,
                    steps_per_epoch=None, batch_size=None, learning_rate=None, checkpoint_every=None, resume=True,
-                   eval_every=1, verbose=1, seed=0):
+                   eval_every=1, verbose=1, seed=0, strategy=None):
     """Trains a `RetinaNet` on a reader's `DetectionData` by a recipe, with `model.fit`.
 
     The recipe (a zoo record's `"training"` section) gives the batch size, the length (epochs, or steps), the
@@ -87,6 +110,10 @@ def train_detector(model, train_data, training, image_size, output_dir=None, val
     and the trained model to `model.keras` with `run.json` (class names, image size, recipe) beside it, which
     `keras-fpn evaluate / export / predict` read.
 
+    With a `tf.distribute` `strategy` (see `keras_fpn.training.make_strategy`), build `model` inside
+    `strategy.scope()`; the batch size is the global one, split across the replicas, and only the chief worker
+    writes files.
+
     Args:
         model: a `RetinaNet` (not compiled: it is compiled here with the recipe's optimizer).
         train_data, val_data: `keras_fpn.datasets.DetectionData` (val_data optional: COCO metrics every
@@ -94,42 +121,62 @@ def train_detector(model, train_data, training, image_size, output_dir=None, val
         training: dict, the recipe.
         image_size: `(height, width)`.
         verbose: 0 silent, 1 a progress bar, 2 one line per epoch.
+        strategy: a `tf.distribute.Strategy` or None (the current one).
 
     Returns:
         `(model, history dict)`.
+
+    Raises:
+        ValueError: the training data is empty.
     """
+    import contextlib
     from keras_fpn.datasets import detection_pipeline
     from keras_fpn.evaluation import COCOEvaluation
     from keras_fpn.utils.batchnorm import precise_batchnorm
 
+    if train_data.num_images == 0:
+        raise ValueError("The training data is empty: no images to train on.")
     batch_size = batch_size or training.get("batch_size", 8)
     epochs, steps_per_epoch = schedule_length(training, train_data.num_images, batch_size, epochs, steps_per_epoch)
     stride = 2 ** model.backbone.max_level
     batches = detection_pipeline(train_data, batch_size, image_size, pad_to_multiple=stride,
                                  augmentation=build_augmentation(training, seed), shuffle=True, repeat=True,
                                  cache=bool(train_data.num_images and train_data.num_images <= 5000), seed=seed)
-    model.compile(optimizer=build_optimizer(training, epochs * steps_per_epoch, learning_rate))
+    if not any(True for _ in batches.take(1)):
+        raise ValueError("The training data is empty: no images to train on.")
+    def scope():  # a strategy's scope object can be entered once only
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+    chief = is_chief()
+    with scope():
+        model.compile(optimizer=build_optimizer(training, epochs * steps_per_epoch, learning_rate))
     callbacks = []
     if val_data is not None:
         val_batches = detection_pipeline(val_data, batch_size, image_size, pad_to_multiple=stride,
                                          with_image_info=True, cache=True)
         callbacks.append(COCOEvaluation(val_batches, every_n_epochs=eval_every, class_names=val_data.class_names,
                                         verbose=1 if verbose == 1 else 0))
-    if output_dir:
+    if output_dir and chief:
         os.makedirs(output_dir, exist_ok=True)
         # After the evaluation callback, so the COCO metrics it adds to the logs reach TensorBoard.
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), update_freq="epoch"))
     start = time.perf_counter()
-    model, history = fit_resumable(
-        model, batches, epochs, steps_per_epoch, os.path.join(output_dir, "checkpoints") if output_dir else None,
-        checkpoint_every, resume, callbacks, verbose,
-    )
-    if training.get("precise_batchnorm_batches"):
-        precise_batchnorm(model, batches, training["precise_batchnorm_batches"], verbose=1 if verbose == 1 else 0)
+    with scope():
+        model, history = fit_resumable(
+            model, batches, epochs, steps_per_epoch, os.path.join(output_dir, "checkpoints") if output_dir else None,
+            checkpoint_every, resume, callbacks, verbose, write_checkpoints=chief,
+        )
+        if training.get("precise_batchnorm_batches"):
+            precise_batchnorm(model, batches, training["precise_batchnorm_batches"],
+                              verbose=1 if verbose == 1 else 0)
     logger.info("Trained %d epochs of %d steps in %.0fs", epochs, steps_per_epoch, time.perf_counter() - start)
     if output_dir:
-        save_run(model, output_dir, train_data.class_names, image_size, training=training, epochs=epochs,
+        # Every worker saves (saving runs collective ops under MultiWorkerMirroredStrategy); only the chief keeps it.
+        target = output_dir if chief else tempfile.mkdtemp(prefix="keras_fpn_worker_")
+        save_run(model, target, train_data.class_names, image_size, training=training, epochs=epochs,
                  steps_per_epoch=steps_per_epoch, batch_size=batch_size)
+        if not chief:
+            shutil.rmtree(target, ignore_errors=True)
     return model, history
 
 

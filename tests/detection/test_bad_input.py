@@ -1,0 +1,153 @@
+"""Bad input to RetinaNet raises an error that names the problem; degenerate boxes are dropped and counted."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_fpn import RetinaNet
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                reason="value checks are tf.debugging asserts; decoding uses TensorFlow's NMS")
+
+import tensorflow as tf  # noqa: E402
+
+
+@pytest.fixture
+def model():
+    # A fresh model per test: a step that failed while Keras traced it leaves the model's train function unusable.
+    detector = RetinaNet(num_classes=3, backbone="MobileNetV3Small", backbone_weights=None, min_level=3, max_level=5,
+                         num_channels=16, head_filters=16, head_depth=1)
+    detector.compile(optimizer="adam")
+    return detector
+
+
+def _images(batch=2, size=64, channels=3, value=100.0):
+    return np.full((batch, size, size, channels), value, np.float32)
+
+
+def _targets(boxes=((8, 8, 40, 40), (20, 10, 60, 50)), labels=(0, 2)):
+    return {"boxes": np.asarray([[box] for box in boxes], np.float32),
+            "labels": np.asarray([[label] for label in labels], np.int32)}
+
+
+def _fit(model, images, targets):
+    """One `fit` step on exactly this batch (a tf.data batch: Keras's own slicing of arrays never sees it)."""
+    return model.fit(tf.data.Dataset.from_tensors((images, targets)), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("images, message", [
+    (_images()[0], r"expected 4 dimensions \[batch, height, width, 3\]"),
+    (_images(channels=1), r"with 1 channels .*expected 3 \(RGB\)"),
+    (_images(channels=4), r"with 4 channels"),
+    (_images(size=16), r"height 16 .*expected at least 32 pixels, the stride of the coarsest pyramid level"),
+])
+def test_bad_image_shapes_are_named(model, images, message):
+    targets = _targets() if images.ndim == 4 else {k: v[:1] for k, v in _targets().items()}
+    with pytest.raises(ValueError, match=message):
+        _fit(model, images, targets)
+
+
+def test_images_smaller_than_the_stride_at_run_time(model):
+    images, targets = _images(size=16), _targets()
+    signature = (tf.TensorSpec((None, None, None, 3), tf.float32),  # sizes unknown until the step runs
+                 {"boxes": tf.TensorSpec((None, None, 4), tf.float32), "labels": tf.TensorSpec((None, None), tf.int32)})
+    dataset = tf.data.Dataset.from_generator(lambda: iter([(images, targets)]), output_signature=signature)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="smaller than 32 pixels"):
+        model.fit(dataset, epochs=1, verbose=0)
+
+
+def test_nan_pixels(model):
+    images = _images()
+    images[1, 5, 5, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images contain NaN or Inf pixel values"):
+        _fit(model, images, _targets())
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images contain NaN or Inf pixel values"):
+        model.predict_on_batch(images)
+
+
+def test_integer_boxes_are_refused(model):
+    targets = _targets()
+    targets["boxes"] = targets["boxes"].astype(np.int64)
+    with pytest.raises(ValueError, match="boxes of dtype int64; expected floating-point boxes"):
+        _fit(model, _images(), targets)
+
+
+@pytest.mark.parametrize("targets, message", [
+    ({"boxes": np.zeros((2, 1, 5), np.float32), "labels": np.zeros((2, 1), np.int32)},
+     r"boxes of shape \(2, 1, 5\); expected \[batch, num_boxes, 4\]"),
+    ({"boxes": np.zeros((2, 2, 4), np.float32), "labels": np.zeros((2, 3), np.int32)},
+     r"2 boxes but 3 labels per image"),
+    ({"boxes": np.zeros((2, 1, 4), np.float32), "labels": np.zeros((2, 1, 1), np.int32)},
+     r"labels of shape \(2, 1, 1\); expected \[batch, num_boxes\]"),
+])
+def test_bad_target_shapes_are_named(model, targets, message):
+    with pytest.raises(ValueError, match=message):
+        _fit(model, _images(), targets)
+
+
+def test_ragged_box_and_label_counts_must_agree(model):
+    boxes = tf.ragged.constant([[[1.0, 1.0, 30.0, 30.0]], [[2.0, 2.0, 20.0, 20.0], [5.0, 5.0, 9.0, 9.0]]],
+                               ragged_rank=1)
+    labels = tf.ragged.constant([[0], [1]])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="numbers of boxes and labels differ"):
+        model.train_on_batch(tf.constant(_images()), {"boxes": boxes, "labels": labels})
+
+
+@pytest.mark.parametrize("targets, message", [
+    (_targets(labels=(0, 3)), r"labels must be < num_classes=3"),
+    (_targets(labels=(0, -2)), r"labels must be >= -1"),
+    (_targets(boxes=((8, 8, 40, 40), (20, 10, np.inf, 50))), "boxes contain NaN or Inf"),
+    (_targets(boxes=((8, 8, 40, 40), (20, 10, np.nan, 50))), "boxes contain NaN or Inf"),
+    # An "xywh" box [x, y, w, h] read as "xyxy": x2 = 12 < x1 = 40.
+    (_targets(boxes=((8, 8, 40, 40), (40, 30, 12, 16))), r"x2 < x1 or y2 < y1 in the bounding_box_format of the model, xyxy"),
+])
+def test_bad_target_values_are_named(model, targets, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        _fit(model, _images(), targets)
+
+
+def test_padding_labels_may_hold_any_box(model):
+    targets = {"boxes": np.array([[[8, 8, 40, 40], [np.nan, 0, -5, 0]], [[20, 10, 60, 50], [0, 0, 0, 0]]],
+                                 np.float32),
+               "labels": np.array([[0, -1], [2, -1]], np.int32)}
+    history = _fit(model, _images(), targets)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_degenerate_and_outside_boxes_are_dropped_and_counted(model):
+    targets = {"boxes": np.array([[[8, 8, 40, 40], [70, 70, 90, 90]], [[20, 10, 20, 50], [-10, 5, 30, 200]]],
+                                 np.float32),
+               "labels": np.array([[0, 1], [2, 1]], np.int32)}
+    history = _fit(model, _images(), targets)
+    # [70, 70, 90, 90] lies outside the 64x64 image and [20, 10, 20, 50] has no width: 2 dropped. The last box is
+    # clipped to [0, 5, 30, 64] and kept.
+    assert history.history["dropped_boxes"] == [2.0]
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_empty_training_data_is_refused(tmp_path):
+    from keras_fpn.datasets import DetectionData
+    from keras_fpn.training import train_detector
+
+    empty = DetectionData(tf.data.Dataset.from_tensors((np.zeros((8, 8, 3), np.uint8), {
+        "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int32)})).take(0), ("a",), None)
+    detector = RetinaNet(num_classes=1, backbone="MobileNetV3Small", backbone_weights=None, min_level=3,
+                         max_level=5, num_channels=16, head_filters=16, head_depth=1)
+    with pytest.raises(ValueError, match="The training data is empty"):
+        train_detector(detector, empty, {"learning_rate": {"peak": 0.01}}, (64, 64), steps_per_epoch=1, epochs=1)
+
+
+def test_empty_reader_input_is_named(tmp_path):
+    from keras_fpn.datasets import load_csv, load_voc
+    from keras_fpn.evaluation import evaluate_coco
+
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "JPEGImages").mkdir()
+    with pytest.raises(ValueError, match="No images found"):
+        load_voc(str(tmp_path))
+    csv_file = tmp_path / "empty.csv"
+    csv_file.write_text("filename,width,height,class,xmin,ymin,xmax,ymax\n")
+    with pytest.raises(ValueError, match="No images found"):
+        load_csv(str(csv_file))
+    with pytest.raises(ValueError, match="The evaluation dataset is empty"):
+        evaluate_coco(None, tf.data.Dataset.range(0))
