@@ -65,12 +65,13 @@ def is_chief():
     if not config:
         return True
     try:
-        task = json.loads(config).get("task", {})
+        config = json.loads(config)
     except ValueError:
         return True
-    return task.get("type", "worker") == "chief" or (task.get("type", "worker") == "worker" and
-                                                     int(task.get("index", 0)) == 0 and
-                                                     "chief" not in json.loads(config).get("cluster", {}))
+    task = config.get("task", {})
+    if "chief" in config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type", "worker") == "worker" and int(task.get("index", 0)) == 0
 
 
 def num_replicas():

@@ -142,8 +142,10 @@ def train_detector(model, train_data, training, image_size, output_dir=None, val
     batches = detection_pipeline(train_data, batch_size, image_size, pad_to_multiple=stride,
                                  augmentation=build_augmentation(training, seed), shuffle=True, repeat=True,
                                  cache=bool(train_data.num_images and train_data.num_images <= 5000), seed=seed)
-    if not any(True for _ in batches.take(1)):
+    # Only a source that does not count its images is read ahead (one batch) to find out whether it is empty.
+    if train_data.num_images is None and not any(True for _ in batches.take(1)):
         raise ValueError("The training data is empty: no images to train on.")
+
     def scope():  # a strategy's scope object can be entered once only
         return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
