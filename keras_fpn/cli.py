@@ -65,6 +65,8 @@ def _demo(args):
     print(f"{'':<12}{'AP':>8}{'AP50':>8}{'AP75':>8}{'AR100':>8}")
     for name, values in metrics.items():
         print(f"{name:<12}{values['AP']:>8.3f}{values['AP50']:>8.3f}{values['AP75']:>8.3f}{values['AR100']:>8.3f}")
+    change = (metrics["bfloat16"]["AP"] - metrics["trained"]["AP"]) * 100
+    print(f"bfloat16 inference (RetinaNet.with_dtype) changes AP by {change:+.2f} points")
     print(f"training {timings['train_s']:.0f}s, total {time.perf_counter() - start:.0f}s; "
           f"model saved in {args.output_dir}/model.keras")
     print(f"detections drawn in {args.output_dir}/detections.png")
@@ -107,6 +109,13 @@ def _models(args):
               f"{number(row['AP'], '.3f'):>7}")
     print("\n`keras-fpn models NAME` prints a record; `keras-fpn train --model NAME --dataset ...` trains it.")
     return 0
+
+
+def _with_dtype(model, dtype):
+    if dtype == "float32":
+        return model
+    print(f"running in {dtype} (RetinaNet.with_dtype)", flush=True)
+    return model.with_dtype(dtype)
 
 
 def _image_size(args, record):
@@ -178,6 +187,7 @@ def _evaluate(args):
     from keras_fpn.training import load_run
 
     model, run = load_run(args.run_path)
+    model = _with_dtype(model, args.dtype)
     image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
     data = load_dataset(args.dataset, args.split, class_names=run.get("class_names"), max_images=args.max_images,
                         image_size=image_size[0])
@@ -199,6 +209,7 @@ def _export(args):
     from keras_fpn.training import load_run
 
     model, run = load_run(args.run_path)
+    model = _with_dtype(model, args.dtype)
     image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
     path = export_saved_model(model, args.export_dir, version=args.version, image_size=image_size)
     print(f"exported {args.run_path} for TF Serving to {path} (images resized to fit {image_size}); signatures "
@@ -216,6 +227,7 @@ def _predict(args):
     from keras_fpn.visualization import save_detection_grid
 
     model, run = load_run(args.run_path)
+    model = _with_dtype(model, args.dtype)
     image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
     class_names = run.get("class_names")
     results = detect_files(model, args.images, image_size)
@@ -324,6 +336,9 @@ def build_parser():
         command.add_argument("run_path", metavar="RUN", help="a training output folder (model.keras + run.json) or a .keras file")
         command.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                              help="default: the training image size from run.json")
+        command.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                             help="compute (and, for export, storage) dtype; bfloat16 is ~1.7x faster on CPUs with "
+                                  "AVX512-BF16 or AMX, TPUs and recent GPUs (default: float32)")
 
     evaluate = commands.add_parser("evaluate", help="COCO metrics (pycocotools) of a trained model on a dataset")
     add_run(evaluate)

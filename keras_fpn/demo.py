@@ -29,9 +29,9 @@ def train_shapes_detector(steps=None, batch_size=None, train_images=2000, test_i
     The recipe (`keras-fpn models retinanet_mobilenetv3small_shapes`): Adam with a cosine-decayed learning rate
     over 1500 steps of 16 images, then BatchNorm statistics recomputed over 20 training batches; `steps` and
     `batch_size` override it. Returns `(model, metrics, timings)` where `metrics` holds pycocotools' numbers for
-    the untrained and the trained model. With `output_dir`, the model is saved there (`model.keras` and `run.json`,
-    which `keras-fpn evaluate / export / predict` read) and 8 held-out images with ground truth and detections as
-    `detections.png`.
+    the untrained model, the trained model, and the trained model run in bfloat16 (`RetinaNet.with_dtype`). With
+    `output_dir`, the model is saved there (`model.keras` and `run.json`, which `keras-fpn evaluate / export /
+    predict` read) and 8 held-out images with ground truth and detections as `detections.png`.
     """
     import keras
 
@@ -52,6 +52,8 @@ def train_shapes_detector(steps=None, batch_size=None, train_images=2000, test_i
                               batch_size=batch_size, verbose=verbose, seed=seed)
     timings["train_s"] = time.perf_counter() - start
     trained = evaluate_coco(model, test)
+    # The bfloat16 inference path (`RetinaNet.with_dtype`) on the same images: its AP should match float32's.
+    in_bfloat16 = evaluate_coco(model.with_dtype("bfloat16"), test)
     if output_dir:
         save_run(model, output_dir, SHAPE_CLASSES, IMAGE_SIZE, model_name=PRESET, dataset="shapes")
         images, targets = next(iter(test))
@@ -60,7 +62,7 @@ def train_shapes_detector(steps=None, batch_size=None, train_images=2000, test_i
             {key: value[:8] for key, value in targets.items()}, SHAPE_CLASSES,
             title="held-out shapes: ground truth (green, dashed), detections (red)",
         )
-    return model, {"untrained": untrained, "trained": trained}, timings
+    return model, {"untrained": untrained, "trained": trained, "bfloat16": in_bfloat16}, timings
 
 
 def export_and_serve(model, export_dir, image, image_size=128):

@@ -114,6 +114,17 @@ def test_export_writes_a_servable_savedmodel(trained_run, tmp_path, capsys):
     assert served(images=tf.reshape(png, [1]))["detection_boxes"].shape[0] == 1
 
 
+def test_export_in_bfloat16_stores_bfloat16_weights(trained_run, tmp_path, capsys):
+    import tensorflow as tf
+
+    assert cli.main(["export", trained_run, "--export-dir", str(tmp_path), "--dtype", "bfloat16"]) == 0
+    assert "running in bfloat16" in capsys.readouterr().out
+    loaded = tf.saved_model.load(str(tmp_path / "1"))
+    assert {variable.dtype for variable in loaded.weights} == {tf.bfloat16}
+    png = tf.io.encode_png(tf.zeros((50, 70, 3), tf.uint8))
+    assert loaded.signatures["serving_default"](images=tf.reshape(png, [1]))["detection_scores"].dtype == tf.float32
+
+
 def test_predict_draws_and_writes_json(trained_run, tmp_path, raccoon, capsys):
     from PIL import Image
 

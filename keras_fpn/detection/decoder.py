@@ -41,24 +41,33 @@ def decode_detections(
         `labels [batch, max_detections]` int32 (-1 past `num_detections`), `num_detections [batch]` int32.
     """
     box_deltas = ops.cast(box_deltas, "float32")
-    scores = ops.sigmoid(ops.cast(class_logits, "float32"))
-    num_classes = ops.shape(scores)[-1]
+    class_logits = ops.cast(class_logits, "float32")
+    num_classes = int(class_logits.shape[-1])
+    batch = ops.shape(class_logits)[0]
     candidate_boxes, candidate_scores, candidate_classes = [], [], []
     start = 0
     for size in level_sizes:
-        level_scores = scores[:, start : start + size]
-        flat = ops.reshape(level_scores, (ops.shape(level_scores)[0], -1))
+        level_logits = class_logits[:, start : start + size]
         if isinstance(size, int):
-            k = min(pre_nms_topk, size * int(class_logits.shape[-1]))
-        else:  # runtime level size: pad with zero scores (below any threshold) so top-k always has k entries
+            k = min(pre_nms_topk, size * num_classes)
+        else:  # runtime level size: pad with anchors scoring ~0 (below any threshold) so top-k always has k entries
             k = pre_nms_topk
-            flat = ops.pad(flat, [[0, 0], [0, k]])
-        top_scores, top_index = ops.top_k(flat, k=k)
-        anchor_index = ops.minimum(top_index // num_classes, size - 1)
+            level_logits = ops.pad(level_logits, [[0, 0], [0, k], [0, 0]], constant_values=-1e9)
+        # The k best (anchor, class) pairs lie among the k anchors with the best class: each of those pairs' anchors
+        # has a best class at least as good as the k-th best pair, and at most k anchors do. So top-k runs over
+        # `anchors` and then `k x classes` values instead of `anchors x classes` (4.6M on P3 of a 640x640 image with
+        # 80 classes: 17 ms -> 3 ms on a 2-core CPU). Sigmoid is monotonic, so selecting on logits is selecting on
+        # scores, and only the k winners are squashed.
+        anchor_k = min(k, size) if isinstance(size, int) else k
+        _, best_anchors = ops.top_k(ops.max(level_logits, axis=-1), k=anchor_k)
+        shortlist = ops.take_along_axis(level_logits, best_anchors[..., None], axis=1)
+        top_logits, top_index = ops.top_k(ops.reshape(shortlist, (batch, anchor_k * num_classes)), k=k)
+        anchor_index = ops.take_along_axis(best_anchors, top_index // num_classes, axis=1)
+        anchor_index = ops.minimum(anchor_index, size - 1)
         level_deltas = ops.take_along_axis(box_deltas[:, start : start + size], anchor_index[..., None], axis=1)
         level_anchors = ops.take(anchors[start : start + size], anchor_index, axis=0)
         candidate_boxes.append(decode_deltas(level_anchors, level_deltas, box_weights))
-        candidate_scores.append(top_scores)
+        candidate_scores.append(ops.sigmoid(top_logits))
         candidate_classes.append(top_index % num_classes)
         start += size
     boxes = ops.concatenate(candidate_boxes, axis=1)

@@ -377,6 +377,50 @@ class RetinaNet(keras.Model):
         y_pred, level_shapes = self.forward_with_level_shapes(images)
         return self.decode_predictions(y_pred, images, level_shapes)
 
+    # -- precision -----------------------------------------------------------------------------------------------
+
+    def with_dtype(self, dtype="bfloat16"):
+        """A copy of this model whose layers keep their weights in, and compute in, `dtype`: the fast inference
+        path on hardware with native bfloat16 (recent x86 CPUs with AVX512-BF16 or AMX, TPUs, Ampere+ GPUs).
+
+        Every layer, the backbone's included, is rebuilt with the `dtype` policy and given this model's weights,
+        cast once. Raw outputs stay float32 and decoding and NMS run in float32, so `predict`, `evaluate_coco`
+        and `export_saved_model` work on the copy unchanged (the SavedModel then stores `dtype` weights). Measured
+        on the project's 2-core AVX512-BF16 CPU: ResNet50-FPN at 640x640 1.7x faster than float32, the shapes
+        model's held-out AP within a few hundredths of a point (`benchmarks/README.md`).
+
+        Args:
+            dtype: a float dtype policy name: `"bfloat16"` (default), `"float16"`, `"float32"`, or a mixed policy
+                (`"mixed_bfloat16"`: float32 weights cast at every call; slower here, meant for training).
+
+        Returns:
+            A new, uncompiled `RetinaNet` (this model is unchanged).
+        """
+        name = getattr(dtype, "name", dtype)
+        if name not in ("float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16"):
+            raise ValueError(f"Received dtype={dtype!r}; expected 'bfloat16', 'float16', 'float32', "
+                             "'mixed_bfloat16' or 'mixed_float16'.")
+        policy = keras.dtype_policies.get(name)
+
+        def retyped(config):
+            # A serialized backbone names each layer's policy; every one becomes `dtype`.
+            if isinstance(config, dict):
+                if config.get("class_name") == "DTypePolicy" and isinstance(config.get("config"), dict):
+                    return {**config, "config": {**config["config"], "name": policy.name}}
+                return {key: retyped(value) for key, value in config.items()}
+            if isinstance(config, list):
+                return [retyped(value) for value in config]
+            return config
+
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(policy)
+        try:
+            copy = type(self).from_config(retyped(self.get_config()))
+        finally:
+            keras.config.set_dtype_policy(previous)
+        copy.set_weights(self.get_weights())
+        return copy
+
     # -- presets -----------------------------------------------------------------------------------------------
 
     @classmethod

@@ -17,10 +17,18 @@ def count_flops(model, input_shape, batch_size=1):
         int, the number of FLOPs.
     """
     import tensorflow as tf
+
+    return count_function_flops(lambda images: model(images, training=False),
+                                tf.TensorSpec((batch_size, *input_shape), tf.float32))
+
+
+def count_function_flops(function, *input_specs):
+    """Counts the floating-point operations of `function` traced with `input_specs` (`tf.TensorSpec`s or nested
+    structures of them), as `count_flops` does for a model; e.g. a `FeaturePyramid` on a dict of feature maps."""
+    import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
 
-    spec = tf.TensorSpec((batch_size, *input_shape), tf.float32)
-    concrete = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
+    concrete = tf.function(function).get_concrete_function(*input_specs)
     _, graph_def = convert_variables_to_constants_v2_as_graph(concrete)
     logger, level = tf.get_logger(), tf.get_logger().level
     logger.setLevel("ERROR")  # the v1 profiler logs a deprecation notice on every call

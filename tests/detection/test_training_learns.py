@@ -16,5 +16,7 @@ def test_training_clearly_beats_an_untrained_model(tmp_path):
                                               output_dir=str(tmp_path), verbose=0)
     untrained, trained = metrics["untrained"]["AP50"], metrics["trained"]["AP50"]
     assert trained > 0.15 and trained > 10 * max(untrained, 0.005), metrics
+    # The bfloat16 inference path finds the same objects (the main job reports the change on 200 images).
+    assert abs(metrics["bfloat16"]["AP"] - metrics["trained"]["AP"]) < 0.02, metrics
     assert (tmp_path / "model.keras").exists()
     assert (tmp_path / "detections.png").stat().st_size > 10_000  # the picture the main job writes
