@@ -198,6 +198,38 @@ def predictor(model, library):
     return tf.function(lambda x: model.predict_step(x))
 
 
+def task_interleaved(config, **_):
+    """FeaturePyramid and raw forward of both libraries in one process, calls alternating, so the ratio is free of
+    the few per cent that separate processes differ by on this machine (memory is not measured here)."""
+    import tensorflow as tf
+
+    from keras_fpn.layers import FeaturePyramid
+    from keras_hub.src.models.retinanet.feature_pyramid import FeaturePyramid as HubFeaturePyramid
+
+    size, channels = config["size"], {3: 512, 4: 1024, 5: 2048}
+    maps = {level: tf.random.uniform((1, size // 2 ** level, size // 2 ** level, depth), seed=level)
+            for level, depth in channels.items()}
+    ours_pyramid = FeaturePyramid(min_level=3, max_level=7, num_channels=256)
+    hub_pyramid = HubFeaturePyramid(min_level=3, max_level=7, use_p5=True, num_filters=256)
+    models = {library: build(library, config) for library in ("keras_fpn", "keras_hub")}
+    calls = {
+        "pyramid/keras_fpn": (tf.function(lambda m: ours_pyramid(m)), {f"C{k}": v for k, v in maps.items()}),
+        "pyramid/keras_hub": (tf.function(lambda m: hub_pyramid(m)), {f"P{k}": v for k, v in maps.items()}),
+        "forward/keras_fpn": (tf.function(lambda x: models["keras_fpn"](x, training=False)),
+                              images(config, library="keras_fpn")),
+        "forward/keras_hub": (tf.function(lambda x: models["keras_hub"](x, training=False)),
+                              images(config, library="keras_hub")),
+    }
+    times = {key: [] for key in calls}
+    for round_ in range(config["warmup"] + config["runs"]):
+        for key, (function, argument) in calls.items():
+            start = time.perf_counter()
+            to_numpy(function(argument))
+            if round_ >= config["warmup"]:
+                times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(value) for key, value in times.items()}
+
+
 def task_predict(config, library, dtype="float32", scores="low", **_):
     model = build(library, config, dtype)
     set_scores(model, scores)
@@ -440,6 +472,8 @@ def run_sections(config, sections, hub):
         runner("train_preset/keras_fpn", "train", library="keras_fpn", variant="preset")
         runner("train_mixed/keras_fpn", "train", library="keras_fpn", variant="mixed_bfloat16")
         runner("pipeline/keras_fpn", "pipeline", library="keras_fpn")
+    if hub and ("compare" in sections or "interleaved" in sections):
+        runner("interleaved", "interleaved")
     if "bfloat16" in sections:
         runner("forward/keras_fpn/bfloat16", "forward", library="keras_fpn", dtype="bfloat16")
         runner("predict_low/keras_fpn/bfloat16", "predict", library="keras_fpn", dtype="bfloat16", scores="low")
@@ -534,6 +568,15 @@ def tables(results, config, command):
                 lines.append(f"keras_fpn `{key}` / raw forward: {mine['seconds'] / forward['seconds']:.3f}x.")
         lines.append("")
 
+    both = r("interleaved") or {}
+    if "forward/keras_fpn" in both:
+        lines += ["FeaturePyramid and forward with both libraries in one process, calls alternating (separate "
+                  "processes differ by a few per cent here): FeaturePyramid "
+                  f"{_ms(both, 'pyramid/keras_fpn')} vs {_ms(both, 'pyramid/keras_hub')} "
+                  f"(keras-hub / keras_fpn {both['pyramid/keras_hub'] / both['pyramid/keras_fpn']:.2f}x), forward "
+                  f"{_ms(both, 'forward/keras_fpn')} vs {_ms(both, 'forward/keras_hub')} "
+                  f"({both['forward/keras_hub'] / both['forward/keras_fpn']:.2f}x).", ""]
+
     if "forward/keras_fpn/bfloat16" in results:
         lines += ["### bfloat16 inference (`RetinaNet.with_dtype(\"bfloat16\")`)", "",
                   "| measurement | float32 | bfloat16 | speed-up | float32 peak memory | bfloat16 peak memory |",
@@ -597,7 +640,7 @@ def write_readme(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="128 px, 4 classes, one run each: a smoke run for CI")
-    parser.add_argument("--sections", nargs="+", choices=("compare", "bfloat16", "scaling"),
+    parser.add_argument("--sections", nargs="+", choices=("compare", "interleaved", "bfloat16", "scaling"),
                         default=["compare", "bfloat16", "scaling"])
     parser.add_argument("--no-keras-hub", action="store_true", help="leave keras-hub's column empty")
     parser.add_argument("--runs", type=int, help="timed calls per measurement (default 5; tiny 1)")
@@ -619,7 +662,10 @@ def main(argv=None):
     hub = not args.no_keras_hub and has_keras_hub()
     if not hub and not args.no_keras_hub:
         print("keras-hub is not installed (pip install -e \".[bench]\"): its column stays empty.", flush=True)
-    command = "python benchmarks/suite.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    shown = [arg for arg in (argv if argv is not None else sys.argv[1:]) if arg != "--write"]
+    if "--json" in shown:
+        del shown[shown.index("--json"):shown.index("--json") + 2]
+    command = "python benchmarks/suite.py " + " ".join(shown)
     start = time.perf_counter()
     results = run_sections(config, args.sections, hub)
     text = tables(results, config, command.strip())

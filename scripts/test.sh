@@ -8,6 +8,6 @@ PYTHON=${PYTHON:-python3}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 "$PYTHON" -m pip install --quiet -e ".[test]"
 echo "== tests, TensorFlow backend"
-KERAS_BACKEND=tensorflow "$PYTHON" -m pytest "$@"
+KERAS_BACKEND=tensorflow "$PYTHON" -m pytest --durations=15 "$@"
 echo "== layer and op tests, JAX backend"
 KERAS_BACKEND=jax "$PYTHON" -m pytest tests/layers tests/ops "$@"

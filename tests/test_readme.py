@@ -87,3 +87,23 @@ def test_readme_command_line_example_runs_as_written(raccoon, tmp_path, monkeypa
     assert (tmp_path / "runs/shapes/export/1/saved_model.pb").exists()
     assert json.loads((tmp_path / "runs/shapes/detections.json").read_text())[0]["image"].endswith("raccoon-1.jpg")
     assert (tmp_path / "runs/shapes/detections.png").exists()
+
+
+def test_readme_bfloat16_example_runs(tmp_path, monkeypatch):
+    import keras
+    import pytest
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("RetinaNet decoding uses TensorFlow's NMS")
+    from keras_fpn import RetinaNet
+    from keras_fpn.export import export_saved_model
+
+    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "with_dtype(" in b)
+    model = RetinaNet(2, backbone="MobileNetV3Small", backbone_weights=None, num_channels=16, head_filters=16,
+                      head_depth=1, max_level=5)  # any image size: the example exports for 640x640
+    namespace = {"model": model, "images": keras.random.uniform((2, 64, 64, 3), 0, 255, seed=0),
+                 "export_saved_model": export_saved_model}
+    monkeypatch.chdir(tmp_path)  # the example exports into runs/
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert namespace["detections"]["boxes"].shape == (2, 100, 4)
+    assert (tmp_path / "runs/export_bf16/1/saved_model.pb").exists()
