@@ -391,7 +391,7 @@ class RetinaNet(keras.Model):
 
         Args:
             dtype: a float dtype policy name: `"bfloat16"` (default), `"float16"`, `"float32"`, or a mixed policy
-                (`"mixed_bfloat16"`: float32 weights cast at every call; slower here, meant for training).
+                (`"mixed_bfloat16"`: float32 weights cast at every call; meant for training).
 
         Returns:
             A new, uncompiled `RetinaNet` (this model is unchanged).
