@@ -243,7 +243,9 @@ def task_predict(config, library, dtype="float32", scores="low", **_):
 
 
 def _disk_mb(path):
-    return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(path) for name in names) / 1e6
+    from export_resnet50 import folder_bytes  # benchmarks/ is on sys.path: this file runs as a script
+
+    return folder_bytes(path) / 1e6
 
 
 def _jpeg(config):
@@ -351,7 +353,6 @@ def task_pipeline(config, library, **_):
 
 
 def task_decode(config, **_):
-    import keras
     import tensorflow as tf
 
     from keras_fpn.detection.decoder import decode_detections
@@ -368,7 +369,6 @@ def task_decode(config, **_):
         candidates = sum(min(topk, size * config["classes"]) for size in per_level)
         rows.append({"pre_nms_topk": topk, "candidates": candidates,
                      "seconds": timed(lambda: to_numpy(decode(deltas, logits)), config)})
-    del keras
     return {"anchors": count, "rows": rows}
 
 
