@@ -46,8 +46,9 @@ class FPNBackbone(keras.Model):
             with `include_top=False`) or a functional model taking images.
         weights: `"imagenet"` (default; downloads when online), None (random), or the path of a local weights
             file. Used only when `backbone` is a name.
-        input_shape: tuple, default `(None, None, 3)`. Image shape; height and width may be None except for
-            models that only run at one size (NASNet), which need them fixed.
+        input_shape: tuple or None (default). Image shape `(height, width, channels)`; height and width may be None
+            except for models that only run at one size (NASNet), which need them fixed. None means
+            `(None, None, 3)` for a name, and the model's own input shape for a model instance.
         min_level: int, default 3. Finest pyramid level.
         max_level: int, default 7. Coarsest pyramid level; levels above the backbone's are extra levels.
         num_channels: int, default 256. Channels of every pyramid map.
@@ -86,7 +87,7 @@ class FPNBackbone(keras.Model):
         self,
         backbone="ResNet50",
         weights="imagenet",
-        input_shape=(None, None, 3),
+        input_shape=None,
         min_level=3,
         max_level=7,
         num_channels=256,
@@ -99,6 +100,10 @@ class FPNBackbone(keras.Model):
         freeze_batchnorm=False,
         **kwargs,
     ):
+        if isinstance(backbone, dict):  # a serialized model, from get_config()
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        if input_shape is None:
+            input_shape = tuple(backbone.inputs[0].shape[1:]) if isinstance(backbone, keras.Model) else (None, None, 3)
         input_shape = tuple(input_shape)
         if len(input_shape) != 3:
             raise ValueError(
@@ -108,8 +113,6 @@ class FPNBackbone(keras.Model):
         pyramid_kwargs = dict(pyramid_kwargs or {})
         stage_layers = _normalize_stage_layers(stage_layers)
 
-        if isinstance(backbone, dict):  # a serialized model, from get_config()
-            backbone = keras.saving.deserialize_keras_object(backbone)
         if isinstance(backbone, keras.Model):
             application, family = backbone, None
         else:
@@ -128,6 +131,14 @@ class FPNBackbone(keras.Model):
         measured = find_stage_outputs(application, min_level=min_level)
         top = min(max(measured), max_level)
         chosen = {level: name for level, name in measured.items() if level <= top}
+        fixed = [side for side in application.inputs[0].shape[1:3] if side is not None]
+        if fixed and min(fixed) < 2**top:
+            wanted = tuple(None if side is None else max(side, 2**top) for side in application.inputs[0].shape[1:3])
+            raise ValueError(
+                f"{application.name!r} is built for {tuple(application.inputs[0].shape[1:])} images, too small for "
+                f"pyramid level {top} (stride {2**top}): every side must be at least {2**top} pixels. Build it with "
+                f"input_shape={(*wanted, application.inputs[0].shape[-1])} or larger, or lower max_level."
+            )
         for level, name in (stage_layers or {}).items():
             if name not in operations:
                 raise ValueError(

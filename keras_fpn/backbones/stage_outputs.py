@@ -7,7 +7,11 @@ recovers those layers from any functional Keras model without knowing its layer 
 1. Every layer with a single 4D output is probed at two input sizes, symbolically (no arithmetic is done), and its
    stride is ``(P2 - P1) / (out2 - out1)``. Taking the difference cancels the constant offsets that "valid"
    padding adds (InceptionV3 maps 299 -> 35 at stride 8), so the measured stride is exact for every model in
-   ``keras.applications``. Models that only run at one input size (NASNet) fall back to ``input / output``.
+   ``keras.applications``. Global-pooled maps (the 1x1 squeeze-and-excitation maps of MobileNetV3 and
+   EfficientNet) keep their size at both probes and are left out. A model built at a fixed input size is probed
+   through a copy of its architecture rebuilt from its config with the height and width left free; only models
+   that cannot run at another size at all (NASNet) fall back to ``input / output`` at their own size, where 1x1
+   maps are left out because a global-pooled map and a real stage cannot be told apart there.
 2. At each stride ``2^l``, the *frontier* is the set of layers whose output feeds a coarser layer (or is a model
    output). ``C{l}`` is the latest layer, in topological order, from which every frontier layer can be reached
    through layers of the same stride. For chain-like models (ResNet, VGG, MobileNet) this is simply the last
@@ -61,6 +65,25 @@ def _spatial_outputs(layers):
     return out
 
 
+def _free_size_copy(model):
+    """`model`'s architecture with its input height and width left free (new weights), or None when it cannot
+    be rebuilt that way. Layer names are kept, so strides measured on the copy apply to `model`."""
+    shape = model.inputs[0].shape
+    if len(model.inputs) != 1 or len(shape) != 4 or (shape[1] is None and shape[2] is None):
+        return model
+    try:
+        config = model.get_config()
+        inputs = [layer for layer in config["layers"] if layer["class_name"] == "InputLayer"]
+        if len(inputs) != 1:
+            return None
+        layer_config = inputs[0]["config"]
+        key = "batch_shape" if "batch_shape" in layer_config else "batch_input_shape"
+        layer_config[key] = [layer_config[key][0], None, None, *layer_config[key][3:]]
+        return type(model).from_config(config)
+    except Exception:  # noqa: BLE001 - a model whose config does not rebuild: measure it at its own size
+        return None
+
+
 def measure_strides(model):
     """Measures the output stride of every spatial layer of `model`.
 
@@ -76,27 +99,24 @@ def measure_strides(model):
     candidates = _spatial_outputs(layers)
     if not candidates:
         raise ValueError(f"Model {model.name!r} has no layer with a rank-4 output; it cannot be a backbone.")
-    probe = keras.Model(model.inputs, [layer.output for layer in candidates])
-    channels = model.inputs[0].shape[-1]
-    try:
-        specs = [
-            probe.compute_output_spec(keras.KerasTensor((1, height, width, channels), dtype=model.inputs[0].dtype))
-            for height, width in _PROBE_SIZES
-        ]
-        sizes = [(h2 - h1, w2 - w1) for (_, h1, w1, _), (_, h2, w2, _) in zip(*[[s.shape for s in p] for p in specs])]
+    sizes = _probe(_free_size_copy(model), [layer.name for layer in candidates])
+    if sizes is not None:
         extents = ((_PROBE_SIZES[1][0] - _PROBE_SIZES[0][0]), (_PROBE_SIZES[1][1] - _PROBE_SIZES[0][1]))
-    except Exception:  # noqa: BLE001 - the model only runs at its own input size (NASNet); measure once there
+    else:  # the model only runs at its own input size (NASNet); measure once there
         height, width = model.inputs[0].shape[1:3]
         if height is None or width is None:
             raise ValueError(
                 f"Could not measure the strides of {model.name!r}: it does not run at other input sizes and its "
                 "input shape is not fixed. Build it with a fixed input_shape=(height, width, channels)."
             ) from None
-        sizes = [tuple(layer.output.shape[1:3]) for layer in candidates]
+        # A 1x1 map here may be a global-pooled one as well as a real stage: never take it for a stride.
+        sizes = [None if tuple(layer.output.shape[1:3]) == (1, 1) else tuple(layer.output.shape[1:3])
+                 for layer in candidates]
         extents = (height, width)
 
     strides = {}
-    for layer, (dh, dw) in zip(candidates, sizes):
+    for layer, size in zip(candidates, sizes):
+        dh, dw = size if size is not None else (0, 0)
         if not dh or not dw or dh <= 0 or dw <= 0:
             continue
         level_h, level_w = math.log2(extents[0] / dh), math.log2(extents[1] / dw)
@@ -105,6 +125,26 @@ def measure_strides(model):
             continue
         strides[layer.name] = 2**level
     return strides
+
+
+def _probe(model, names):
+    """`[(height change, width change)]` of the named layers' outputs between the two probe sizes (None for a
+    layer the model lacks), or None when `model` (None too) does not run at both sizes."""
+    if model is None:
+        return None
+    by_name = {layer.name: layer for layer in model.operations}
+    if any(name not in by_name for name in names):
+        return None
+    probe = keras.Model(model.inputs, [by_name[name].output for name in names])
+    channels = model.inputs[0].shape[-1]
+    try:
+        specs = [
+            probe.compute_output_spec(keras.KerasTensor((1, height, width, channels), dtype=model.inputs[0].dtype))
+            for height, width in _PROBE_SIZES
+        ]
+    except Exception:  # noqa: BLE001 - Keras raises many types for a model that runs at one size only
+        return None
+    return [(h2 - h1, w2 - w1) for (_, h1, w1, _), (_, h2, w2, _) in zip(*[[s.shape for s in p] for p in specs])]
 
 
 def find_stage_outputs(model, min_level=None, max_level=None):

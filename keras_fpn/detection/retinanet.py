@@ -13,7 +13,7 @@ from keras_fpn.detection.checks import check_images, check_target_values, check_
 from keras_fpn.detection.losses import BOX_LOSSES, focal_loss, giou_loss, smooth_l1_loss
 from keras_fpn.detection.prediction_head import PredictionHead
 from keras_fpn.layers.levels import level_key
-from keras_fpn.training.distribute import num_replicas, sum_over_replicas
+from keras_fpn.training.distribute import build_optimizer_before_tracing, num_replicas, sum_over_replicas
 
 
 def _dense_targets(y):
@@ -62,13 +62,16 @@ class RetinaNet(keras.Model):
 
     Args:
         num_classes: int, number of object classes (labels 0..num_classes-1).
-        backbone: str, `FPNBackbone`, default `"ResNet50"`. A `keras.applications` name (an `FPNBackbone` is built
-            with `backbone_weights`, `min_level`, `max_level`, `num_channels`, `input_shape`, `backbone_kwargs`)
-            or a built `FPNBackbone`.
+        backbone: str, `keras.Model` or `FPNBackbone`, default `"ResNet50"`. A `keras.applications` name (an
+            `FPNBackbone` is built with `backbone_weights`, `min_level`, `max_level`, `num_channels`,
+            `input_shape`, `backbone_kwargs`), a model you built yourself (a `keras.applications` instance with
+            `include_top=False`, at any input size, or any functional ConvNet; wrapped with the same arguments,
+            keeping its own weights and input shape), or a built `FPNBackbone`.
         backbone_weights: `"imagenet"` (default), None, or a local weights file; used when `backbone` is a name.
         min_level, max_level: ints, default 3 and 7. Pyramid levels; ignored for a built `FPNBackbone`.
         num_channels: int, default 256. Pyramid channels; ignored for a built `FPNBackbone`.
-        input_shape: tuple, default `(None, None, 3)`. Image shape; ignored for a built `FPNBackbone`.
+        input_shape: tuple or None (default). Image shape; None means `(None, None, 3)` for a name and the model's
+            own input shape for a model instance; ignored for a built `FPNBackbone`.
         backbone_kwargs: dict or None. More `FPNBackbone` arguments (`pyramid_kwargs`, `batchnorm_momentum`,
             `freeze_batchnorm`, `backbone_kwargs`...).
         bounding_box_format: str, default `"xyxy"`. Format of `y["boxes"]` and of predicted boxes: any format
@@ -122,7 +125,7 @@ class RetinaNet(keras.Model):
         min_level=3,
         max_level=7,
         num_channels=256,
-        input_shape=(None, None, 3),
+        input_shape=None,
         backbone_kwargs=None,
         bounding_box_format="xyxy",
         anchor_scale=4.0,
@@ -172,13 +175,16 @@ class RetinaNet(keras.Model):
         backbone_kwargs = dict(backbone_kwargs or {})
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
-        if isinstance(backbone, str):
+        if isinstance(backbone, str) or (isinstance(backbone, keras.Model) and not isinstance(backbone, FPNBackbone)):
+            # A name is built here; a model the user built (a keras.applications instance, or any functional
+            # ConvNet) is wrapped as it is, with its own weights and input size.
             backbone = FPNBackbone(backbone, weights=backbone_weights, input_shape=input_shape, min_level=min_level,
                                    max_level=max_level, num_channels=num_channels, **backbone_kwargs)
         if not isinstance(backbone, FPNBackbone) or backbone.return_features:
             raise ValueError(
-                f"Received backbone={backbone!r}; expected a keras.applications name or an FPNBackbone that "
-                "returns its pyramid (return_features=False)."
+                f"Received backbone={backbone!r}; expected a keras.applications name, a functional keras.Model "
+                "taking images (e.g. a keras.applications instance), or an FPNBackbone that returns its pyramid "
+                "(return_features=False)."
             )
 
         anchor_generator = AnchorGenerator(backbone.min_level, backbone.max_level, anchor_scale, anchor_scales,
@@ -326,6 +332,10 @@ class RetinaNet(keras.Model):
         if isinstance(data, (tuple, list)) and data:
             return type(data)([check_images(data[0], 2 ** self.backbone.max_level), *data[1:]])
         return check_images(data, 2 ** self.backbone.max_level)
+
+    def make_train_function(self, force=False):
+        build_optimizer_before_tracing(self)
+        return super().make_train_function(force)
 
     def train_step(self, *args):
         # The batch is the last argument on every backend (JAX passes the training state first).
