@@ -1,7 +1,15 @@
 """Matching anchors to ground truth and coding boxes as deltas, on top of `keras.utils.bounding_boxes`."""
 
+import math
+
 from keras import ops
 from keras.utils import bounding_boxes
+
+# The largest log-scale a decoded box may take relative to its anchor: a box at most 1000/16 = 62.5 times its
+# anchor's height or width. The value and its form are torchvision's (`_utils.BoxCoder`, bbox_xform_clip) and
+# detectron2's (`Box2BoxTransform`, scale_clamp). Without it a delta of 5 gives a box 148x its anchor, and past
+# ~88 float32 `exp` overflows to inf, which then reaches NMS and the GIoU loss.
+MAX_LOG_SCALE = math.log(1000.0 / 16)
 
 
 def encode_deltas(anchors, boxes, box_weights):
@@ -16,9 +24,19 @@ def encode_deltas(anchors, boxes, box_weights):
     )
 
 
-def decode_deltas(anchors, deltas, box_weights):
-    """Inverse of `encode_deltas`: pixel `xyxy` boxes from `[..., 4]` deltas."""
+def decode_deltas(anchors, deltas, box_weights, max_log_scale=MAX_LOG_SCALE):
+    """Inverse of `encode_deltas`: pixel `xyxy` boxes from `[..., 4]` deltas.
+
+    The height and width deltas are clamped so that no box exceeds `exp(max_log_scale)` times its anchor's size
+    (62.5x by default, `MAX_LOG_SCALE`); boxes always stay finite. Only the upper end is clamped, as in
+    torchvision and detectron2: a very negative delta gives a box of nearly zero size, which is finite.
+    """
     variance = [1.0 / w for w in box_weights]
+    deltas = ops.cast(deltas, "float32")
+    # After the variance is applied, delta_h and delta_w are log-scales: clamp them at max_log_scale.
+    limits = ops.convert_to_tensor([math.inf, math.inf, max_log_scale * box_weights[2],
+                                    max_log_scale * box_weights[3]], "float32")
+    deltas = ops.minimum(deltas, limits)
     return bounding_boxes.decode_deltas_to_boxes(
         anchors, deltas, anchor_format="xyxy", box_format="xyxy", variance=variance
     )

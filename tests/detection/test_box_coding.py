@@ -56,3 +56,26 @@ def test_padding_is_never_matched_and_empty_images_are_all_negative():
     _, positive, negative = match_anchors(anchors, boxes, labels)
     assert np_(positive).tolist() == [[True, False], [False, False]]
     assert np_(negative).tolist() == [[False, True], [True, True]]
+
+
+def test_decoding_clamps_the_scale_like_torchvision():
+    from keras_fpn.detection.box_coding import MAX_LOG_SCALE
+
+    anchors = np.array([[0, 0, 16, 32]], "float32")  # height 32, width 16
+    weights = (10.0, 10.0, 5.0, 5.0)
+    for delta in (5.0, 50.0, 500.0):
+        # (y, x, h, w) deltas: the scale deltas are multiplied by the weight 5 before the clamp applies
+        boxes = np_(decode_deltas(anchors, np.array([[0.0, 0.0, delta * 5, delta * 5]], "float32"), weights))
+        assert np.isfinite(boxes).all(), (delta, boxes)
+        width, height = boxes[0, 2] - boxes[0, 0], boxes[0, 3] - boxes[0, 1]
+        expected = np.exp(min(delta, MAX_LOG_SCALE))  # 148.4x for 5 is clamped to 62.5x
+        np.testing.assert_allclose([width / 16, height / 32], [expected, expected], rtol=1e-4)
+    assert abs(np.exp(MAX_LOG_SCALE) - 62.5) < 1e-9
+    # Very negative deltas are not clamped (torchvision clamps the upper end only): a near-empty, finite box.
+    tiny = np_(decode_deltas(anchors, np.array([[0.0, 0.0, -500.0, -500.0]], "float32"), (1.0, 1.0, 1.0, 1.0)))
+    assert np.isfinite(tiny).all()
+    np.testing.assert_allclose(tiny[0], [8, 16, 8, 16], atol=1e-4)
+    # Below the clamp nothing changes: decode(encode(box)) is the box.
+    box = np.array([[[-100, -200, 116, 232]]], "float32")
+    np.testing.assert_allclose(np_(decode_deltas(anchors, encode_deltas(anchors, box, weights), weights)), box,
+                               rtol=1e-4)
