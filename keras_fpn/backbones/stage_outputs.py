@@ -9,9 +9,10 @@ recovers those layers from any functional Keras model without knowing its layer 
    padding adds (InceptionV3 maps 299 -> 35 at stride 8), so the measured stride is exact for every model in
    ``keras.applications``. Global-pooled maps (the 1x1 squeeze-and-excitation maps of MobileNetV3 and
    EfficientNet) keep their size at both probes and are left out. A model built at a fixed input size is probed
-   through a copy of its architecture rebuilt from its config with the height and width left free; only models
-   that cannot run at another size at all (NASNet) fall back to ``input / output`` at their own size, where 1x1
-   maps are left out because a global-pooled map and a real stage cannot be told apart there.
+   the same way, its graph run symbolically past the input-shape check (or, if that fails, through a copy rebuilt
+   from its config with the height and width left free); only models that cannot run at another size at all
+   (NASNet) fall back to ``input / output`` at their own size, where 1x1 maps are left out because a global-pooled
+   map and a real stage cannot be told apart there.
 2. At each stride ``2^l``, the *frontier* is the set of layers whose output feeds a coarser layer (or is a model
    output). ``C{l}`` is the latest layer, in topological order, from which every frontier layer can be reached
    through layers of the same stride. For chain-like models (ResNet, VGG, MobileNet) this is simply the last
@@ -70,7 +71,7 @@ def _free_size_copy(model):
     be rebuilt that way. Layer names are kept, so strides measured on the copy apply to `model`."""
     shape = model.inputs[0].shape
     if len(model.inputs) != 1 or len(shape) != 4 or (shape[1] is None and shape[2] is None):
-        return model
+        return None  # nothing to free
     try:
         config = model.get_config()
         inputs = [layer for layer in config["layers"] if layer["class_name"] == "InputLayer"]
@@ -99,7 +100,10 @@ def measure_strides(model):
     candidates = _spatial_outputs(layers)
     if not candidates:
         raise ValueError(f"Model {model.name!r} has no layer with a rank-4 output; it cannot be a backbone.")
-    sizes = _probe(_free_size_copy(model), [layer.name for layer in candidates])
+    names = [layer.name for layer in candidates]
+    sizes = _probe(model, names)
+    if sizes is None:
+        sizes = _probe(_free_size_copy(model), names)
     if sizes is not None:
         extents = ((_PROBE_SIZES[1][0] - _PROBE_SIZES[0][0]), (_PROBE_SIZES[1][1] - _PROBE_SIZES[0][1]))
     else:  # the model only runs at its own input size (NASNet); measure once there
@@ -137,10 +141,20 @@ def _probe(model, names):
         return None
     probe = keras.Model(model.inputs, [by_name[name].output for name in names])
     channels = model.inputs[0].shape[-1]
+
+    def output_spec(x):
+        # What `probe.compute_output_spec(x)` does (shape inference layer by layer), without the model's check
+        # that x has the size it was built for: that check is the only thing that keeps a keras.applications model
+        # built at 224x224 from being measured at other sizes. Private Keras API (3.8-3.15): if it changes, the
+        # free-size copy in `measure_strides` takes over.
+        return probe._run_through_graph(x, operation_fn=lambda operation: operation.compute_output_spec)
+
+    fixed = any(side is not None for side in model.inputs[0].shape[1:3])
     try:
         specs = [
-            probe.compute_output_spec(keras.KerasTensor((1, height, width, channels), dtype=model.inputs[0].dtype))
-            for height, width in _PROBE_SIZES
+            (output_spec(tensor) if fixed else probe.compute_output_spec(tensor))
+            for tensor in (keras.KerasTensor((1, height, width, channels), dtype=model.inputs[0].dtype)
+                           for height, width in _PROBE_SIZES)
         ]
     except Exception:  # noqa: BLE001 - Keras raises many types for a model that runs at one size only
         return None

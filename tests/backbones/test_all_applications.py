@@ -4,7 +4,7 @@ import keras
 import pytest
 
 from keras_fpn import FPNBackbone
-from keras_fpn.backbones import application_names, get_application
+from keras_fpn.backbones import application_names, find_stage_outputs, get_application
 
 FAMILIES = {
     "convnext", "densenet", "efficientnet", "efficientnet_v2", "inception_resnet_v2", "inception_v3", "mobilenet",
@@ -21,14 +21,38 @@ def test_every_family_is_covered():
     assert len(names) >= 40
     # 14 families; VGG16 and VGG19 keep their preprocess_input in two modules.
     assert {get_application(name)[1] for name in names} == FAMILIES
+    assert {get_application(name)[1] for name in SMALLEST_OF_FAMILY} == FAMILIES
+
+
+# Most people build a keras.applications model at a fixed size (ImageNet weights, TPUs, TFLite): square, and
+# non-square where the weights allow it. Squeeze-and-excitation maps (1x1 at every size) must not look like stages.
+# Every constructor is built square; the smallest of each family (the larger variants run the same code with other
+# widths and depths) is built non-square too, which keeps the sweep within CI's budget.
+SQUARE, NON_SQUARE = (224, 224), (192, 256)
+SMALLEST_OF_FAMILY = {"ConvNeXtTiny", "DenseNet121", "EfficientNetB0", "EfficientNetV2B0", "InceptionResNetV2",
+                      "InceptionV3", "MobileNet", "MobileNetV2", "MobileNetV3Small", "NASNetMobile", "ResNet50",
+                      "ResNet50V2", "VGG16", "VGG19", "Xception"}
+
+
+def _positions(application, stage_layers):
+    """{level: index of the stage layer in the model's operations}: layer names differ between two builds of the
+    same architecture (Keras numbers unnamed layers), their positions do not."""
+    index = {op.name: i for i, op in enumerate(application.operations)}
+    return {level: index[name] for level, name in stage_layers.items()}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", application_names())
 def test_application_as_fpn_backbone(name):
+    constructor, family = get_application(name)
     input_shape = (HEIGHT, WIDTH, 3) if name in FIXED_SIZE_ONLY else (None, None, 3)
-    model = FPNBackbone(name, weights=None, input_shape=input_shape, num_channels=8)
+    application = constructor(include_top=False, weights=None, input_shape=input_shape)
+    model = FPNBackbone(application, num_channels=8, preprocessing=family)
     assert model.feature_levels == [3, 4, 5]
+    reference = _positions(application, model.stage_layers)
+    for height, width in (SQUARE, NON_SQUARE) if name in SMALLEST_OF_FAMILY else (SQUARE,):
+        fixed = constructor(include_top=False, weights=None, input_shape=(height, width, 3))
+        assert _positions(fixed, find_stage_outputs(fixed, 3, 5)) == reference, (height, width)
     images = keras.random.uniform((1, HEIGHT, WIDTH, 3), 0, 255, seed=0)
     features = model.backbone_features(images)
     pyramid = model(images)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_fpn import FPNBackbone
-from tests.testing import assert_all_close, assert_config_matches_constructor
+from tests.testing import assert_all_close, assert_config_matches_constructor, tiny_convnet
 
 
 def images(batch=1, height=96, width=128, seed=0):
@@ -120,3 +120,17 @@ def test_errors(kwargs, message):
     kwargs = {"weights": None, **kwargs}
     with pytest.raises(ValueError, match=message):
         FPNBackbone(**kwargs)
+
+
+
+def test_an_instance_keeps_its_own_input_shape_and_a_too_small_one_is_named():
+    model = FPNBackbone(tiny_convnet(input_shape=(48, 80, 3)), min_level=3, max_level=5, num_channels=8)
+    assert model.image_shape == (48, 80, 3)
+    assert {key: tuple(value.shape[1:3]) for key, value in model(images(1, 48, 80)).items()} == {
+        "P3": (6, 10), "P4": (3, 5), "P5": (2, 3)}
+    for shape, wanted in (((24, 40, 3), r"\(32, 40, 3\)"), ((64, 16, 3), r"\(64, 32, 3\)")):
+        with pytest.raises(ValueError, match=r"too small for pyramid level 5 \(stride 32\): every side must be "
+                                             r"at least 32 pixels. Build it with input_shape=" + wanted):
+            FPNBackbone(tiny_convnet(input_shape=shape), min_level=3, max_level=5)
+    # Levels the pyramid does not take from the backbone do not count: max_level 4 needs 16 pixels.
+    assert FPNBackbone(tiny_convnet(input_shape=(24, 40, 3)), min_level=3, max_level=4).feature_levels == [3, 4]

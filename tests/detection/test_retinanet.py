@@ -9,16 +9,13 @@ import tensorflow as tf
 from keras_fpn import FPNBackbone, PredictionHead, RetinaNet
 from keras_fpn.datasets import generate_shapes
 from keras_fpn.utils import batchnorm
+from tests import testing
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="decoding uses TensorFlow's NMS")
 
 
 def tiny_retinanet(**kwargs):
-    args = dict(num_classes=3, backbone="MobileNetV3Small", backbone_weights=None, min_level=3, max_level=5,
-                num_channels=16, head_filters=16, head_depth=1, anchor_scale=3.0,
-                backbone_kwargs={"backbone_kwargs": {"minimalistic": True, "alpha": 0.75}})
-    args.update(kwargs)
-    return RetinaNet(**args)
+    return testing.tiny_retinanet(**{"anchor_scale": 3.0, **kwargs})
 
 
 def shapes(n=4, size=64, seed=0):
@@ -172,3 +169,26 @@ def test_bad_targets():
     images, y = shapes(1)
     with pytest.raises(ValueError, match="Expected y = {'boxes'"):
         model.compute_loss(images, y["boxes"], model(images))
+
+
+def test_a_fixed_size_keras_applications_instance_trains_predicts_exports_and_round_trips(tmp_path):
+    from keras_fpn.export import export_saved_model
+
+    application = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(96, 96, 3),
+                                                      minimalistic=True, alpha=0.75)
+    model = RetinaNet(num_classes=3, backbone=application, num_channels=16, head_filters=16, head_depth=1,
+                      min_level=3, max_level=5)
+    assert model.backbone.image_shape == (96, 96, 3) and model.backbone.feature_levels == [3, 4, 5]
+    model.compile(optimizer="adam")
+    images, y = shapes(2, size=96)
+    assert np.isfinite(model.train_on_batch(images, y, return_dict=True)["loss"])
+    expected = model.predict_on_batch(images)
+    assert expected["boxes"].shape == (2, 100, 4)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    for key, value in loaded.predict_on_batch(images).items():
+        np.testing.assert_array_equal(value, expected[key])
+    exported = export_saved_model(model, str(tmp_path / "export"))  # the image size is the model's own
+    served = tf.saved_model.load(exported).signatures["image_tensor"](images=tf.constant(images, tf.uint8))
+    assert served["detection_boxes"].shape == (2, 100, 4)

@@ -276,3 +276,21 @@ def test_two_calls_reuse_weights():
     count = len(layer.weights)
     assert_all_close(layer(features), first)
     assert len(layer.weights) == count
+
+
+def test_extra_levels_use_keras_same_padding_one_pixel_later_than_torchvision():
+    """The documented convention (README, "Numerics"): P6 = a stride-2 3x3 conv with Keras "same" padding, which on
+    an even side pads 0 before and 1 after. With a kernel that passes only its centre tap, P6[i, j] is therefore
+    C5[2i + 1, 2j + 1]; PyTorch's padding=1 (torchvision, detectron2) would give C5[2i, 2j]."""
+    fpn = FeaturePyramid(min_level=5, max_level=6, num_channels=2)
+    c5 = keras.random.normal((1, 4, 6, 2), seed=1)
+    fpn({"C5": c5})
+    conv = fpn.extra_convs["P6"]
+    centre = np.zeros(tuple(conv.kernel.shape), "float32")
+    centre[1, 1] = np.eye(2)
+    conv.kernel.assign(centre)
+    conv.bias.assign(np.zeros(tuple(conv.bias.shape), "float32"))
+    p6 = keras.ops.convert_to_numpy(fpn({"C5": c5})["P6"])
+    c5 = keras.ops.convert_to_numpy(c5)
+    np.testing.assert_allclose(p6[0], c5[0, 1::2, 1::2], atol=1e-6)
+    assert not np.allclose(p6[0], c5[0, 0::2, 0::2])
