@@ -111,11 +111,10 @@ def test_evaluate_maps_boxes_back_to_the_original_images():
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="predict uses TensorFlow's NMS")
 def test_callback_logs_to_history_and_tensorboard(tmp_path):
-    from keras_fpn import RetinaNet
     from keras_fpn.datasets import shapes_dataset
+    from tests.testing import tiny_retinanet
 
-    model = RetinaNet(num_classes=3, backbone="MobileNetV3Small", backbone_weights=None, min_level=3, max_level=5,
-                      num_channels=16, head_filters=16, head_depth=1)
+    model = tiny_retinanet()
     model.compile(optimizer="adam")
     data = shapes_dataset(4, batch_size=2, image_size=64, seed=3)
     log_dir = str(tmp_path / "logs")

@@ -95,12 +95,11 @@ def test_readme_bfloat16_example_runs(tmp_path, monkeypatch):
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("RetinaNet decoding uses TensorFlow's NMS")
-    from keras_fpn import RetinaNet
     from keras_fpn.export import export_saved_model
+    from tests.testing import tiny_retinanet
 
     example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "with_dtype(" in b)
-    model = RetinaNet(2, backbone="MobileNetV3Small", backbone_weights=None, num_channels=16, head_filters=16,
-                      head_depth=1, max_level=5)  # any image size: the example exports for 640x640
+    model = tiny_retinanet(2)  # any image size: the example exports for 640x640
     namespace = {"model": model, "images": keras.random.uniform((2, 64, 64, 3), 0, 255, seed=0),
                  "export_saved_model": export_saved_model}
     monkeypatch.chdir(tmp_path)  # the example exports into runs/

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_fpn import RetinaNet
+from tests.testing import tiny_retinanet
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                 reason="value checks are tf.debugging asserts; decoding uses TensorFlow's NMS")
@@ -15,8 +15,16 @@ import tensorflow as tf  # noqa: E402
 @pytest.fixture
 def model():
     # A fresh model per test: a step that failed while Keras traced it leaves the model's train function unusable.
-    detector = RetinaNet(num_classes=3, backbone="MobileNetV3Small", backbone_weights=None, min_level=3, max_level=5,
-                         num_channels=16, head_filters=16, head_depth=1)
+    detector = tiny_retinanet()
+    detector.compile(optimizer="adam")
+    return detector
+
+
+@pytest.fixture(scope="module")
+def traced_model():
+    """One model for the tests whose bad values are found while the step runs (graph asserts): the step traced
+    for the first batch of a shape serves every later batch of that shape, bad or not."""
+    detector = tiny_retinanet()
     detector.compile(optimizer="adam")
     return detector
 
@@ -56,7 +64,8 @@ def test_images_smaller_than_the_stride_at_run_time(model):
         model.fit(dataset, epochs=1, verbose=0)
 
 
-def test_nan_pixels(model):
+def test_nan_pixels(traced_model):
+    model = traced_model
     images = _images()
     images[1, 5, 5, 0] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="images contain NaN or Inf pixel values"):
@@ -101,12 +110,14 @@ def test_ragged_box_and_label_counts_must_agree(model):
     # An "xywh" box [x, y, w, h] read as "xyxy": x2 = 12 < x1 = 40.
     (_targets(boxes=((8, 8, 40, 40), (40, 30, 12, 16))), r"x2 < x1 or y2 < y1 in the bounding_box_format of the model, xyxy"),
 ])
-def test_bad_target_values_are_named(model, targets, message):
+def test_bad_target_values_are_named(traced_model, targets, message):
+    model = traced_model
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         _fit(model, _images(), targets)
 
 
-def test_padding_labels_may_hold_any_box(model):
+def test_padding_labels_may_hold_any_box(traced_model):
+    model = traced_model
     targets = {"boxes": np.array([[[8, 8, 40, 40], [np.nan, 0, -5, 0]], [[20, 10, 60, 50], [0, 0, 0, 0]]],
                                  np.float32),
                "labels": np.array([[0, -1], [2, -1]], np.int32)}
@@ -114,7 +125,8 @@ def test_padding_labels_may_hold_any_box(model):
     assert np.isfinite(history.history["loss"][0])
 
 
-def test_degenerate_and_outside_boxes_are_dropped_and_counted(model):
+def test_degenerate_and_outside_boxes_are_dropped_and_counted(traced_model):
+    model = traced_model
     targets = {"boxes": np.array([[[8, 8, 40, 40], [70, 70, 90, 90]], [[20, 10, 20, 50], [-10, 5, 30, 200]]],
                                  np.float32),
                "labels": np.array([[0, 1], [2, 1]], np.int32)}
@@ -131,8 +143,7 @@ def test_empty_training_data_is_refused(tmp_path):
 
     empty = DetectionData(tf.data.Dataset.from_tensors((np.zeros((8, 8, 3), np.uint8), {
         "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int32)})).take(0), ("a",), None)
-    detector = RetinaNet(num_classes=1, backbone="MobileNetV3Small", backbone_weights=None, min_level=3,
-                         max_level=5, num_channels=16, head_filters=16, head_depth=1)
+    detector = tiny_retinanet(num_classes=1)
     with pytest.raises(ValueError, match="The training data is empty"):
         train_detector(detector, empty, {"learning_rate": {"peak": 0.01}}, (64, 64), steps_per_epoch=1, epochs=1)
 

@@ -8,17 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from keras_fpn import RetinaNet
 from keras_fpn.detection.anchors import AnchorGenerator
 from keras_fpn.detection.box_coding import decode_deltas, encode_deltas, match_anchors, pairwise_iou
+from tests.testing import tiny_retinanet
 
 tensorflow_only = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                                      reason="RetinaNet's checks and decoding use TensorFlow")
 
 
 def _small_model(**kwargs):
-    model = RetinaNet(num_classes=2, backbone="MobileNetV3Small", backbone_weights=None, min_level=3, max_level=5,
-                      num_channels=16, head_filters=16, head_depth=1, **kwargs)
+    model = tiny_retinanet(num_classes=2, **kwargs)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     return model
 
@@ -57,6 +56,21 @@ def test_training_stays_finite_under_mixed_precision(policy, box_loss):
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     targets = {"boxes": np.array([[[4, 6, 40, 50], [30, 30, 31, 31]], [[0, 0, 0, 0], [0, 0, 0, 0]]], np.float32),
                "labels": np.array([[0, 1], [-1, -1]], np.int32)}
+    _assert_finite_training(model, IMAGES, targets)
+    detections = model.predict_on_batch(IMAGES)
+    assert np.all(np.isfinite(detections["boxes"])) and np.all(np.isfinite(detections["scores"]))
+
+
+@tensorflow_only
+@pytest.mark.parametrize("box_loss", ["huber", "giou"])
+def test_training_stays_finite_with_huge_initial_box_deltas(box_loss):
+    model = _small_model(box_loss=box_loss)
+    output = model.get_layer("box_head").output_conv
+    # Every predicted delta starts near 100: exp(100) overflows float32, so unclamped decoding gives inf boxes and
+    # a NaN GIoU loss. The clamp (at most 62.5x the anchor, as torchvision and detectron2) keeps both finite.
+    output.bias.assign(np.full(output.bias.shape, 100.0, np.float32))
+    targets = {"boxes": np.array([[[4, 6, 40, 50]], [[10, 12, 30, 60]]], np.float32),
+               "labels": np.array([[0], [1]], np.int32)}
     _assert_finite_training(model, IMAGES, targets)
     detections = model.predict_on_batch(IMAGES)
     assert np.all(np.isfinite(detections["boxes"])) and np.all(np.isfinite(detections["scores"]))
@@ -148,6 +162,5 @@ _MODEL = {}
 
 def _loss_model():
     if "model" not in _MODEL:
-        _MODEL["model"] = RetinaNet(num_classes=2, backbone="MobileNetV3Small", backbone_weights=None, min_level=3,
-                                    max_level=5, num_channels=8, head_filters=8, head_depth=1)
+        _MODEL["model"] = tiny_retinanet(num_classes=2, num_channels=8, head_filters=8)
     return _MODEL["model"]

@@ -24,15 +24,13 @@ MIRRORED = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from keras_fpn import RetinaNet
     from keras_fpn.training import make_strategy
+    from tests.testing import tiny_retinanet
 
     def build():
         # Frozen backbone BatchNorm (as when fine-tuning): BatchNorm statistics are per replica under
         # MirroredStrategy, so only then is the forward pass the same for 2 x 4 images as for 8.
-        model = RetinaNet(num_classes=3, backbone="MobileNetV3Small", backbone_weights=None, min_level=3,
-                          max_level=5, num_channels=16, head_filters=16, head_depth=1,
-                          backbone_kwargs={"freeze_batchnorm": True})
+        model = tiny_retinanet(backbone_kwargs={"freeze_batchnorm": True})
         model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
         return model
 
