@@ -11,8 +11,9 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 start=$SECONDS
 echo "== tests, TensorFlow backend"
 # Two worker processes (pytest-xdist; KERAS_FPN_TEST_WORKERS to change): most tests spend their time tracing in
-# single-threaded Python, so on 2 cores this is 1.5x faster than one process (README "Set-up").
-KERAS_BACKEND=tensorflow "$PYTHON" -m pytest -n "${KERAS_FPN_TEST_WORKERS:-2}" --durations=15 "$@"
+# single-threaded Python, so on 2 cores this is 1.5x faster than one process (README "Set-up"). Modules marked
+# xdist_group stay on one worker, so their module fixtures (a trained run, an export) are built once.
+KERAS_BACKEND=tensorflow "$PYTHON" -m pytest -n "${KERAS_FPN_TEST_WORKERS:-2}" --dist loadgroup --durations=15 "$@"
 echo "== layer and op tests, JAX backend"
 KERAS_BACKEND=jax "$PYTHON" -m pytest tests/layers tests/ops "$@"
 elapsed=$((SECONDS - start))

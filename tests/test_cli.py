@@ -13,7 +13,9 @@ import pytest
 from keras_fpn import FPNBackbone, cli, models
 from keras_fpn.utils import count_flops
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="FLOPs use TensorFlow's profiler")
+# One worker runs the whole module (scripts/test.sh: --dist loadgroup), so its module fixtures are built once.
+pytestmark = [pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="FLOPs use TensorFlow's profiler"),
+              pytest.mark.xdist_group("cli")]
 
 
 def test_count_flops_of_one_conv():

@@ -6,8 +6,10 @@ import pytest
 
 from tests.testing import tiny_retinanet
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                                reason="value checks are tf.debugging asserts; decoding uses TensorFlow's NMS")
+# One worker runs the whole module (scripts/test.sh: --dist loadgroup), so its module fixtures are built once.
+pytestmark = [pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                                reason="value checks are tf.debugging asserts; decoding uses TensorFlow's NMS"),
+              pytest.mark.xdist_group("bad_input")]
 
 import tensorflow as tf  # noqa: E402
 

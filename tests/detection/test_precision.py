@@ -8,6 +8,8 @@ import pytest
 
 from keras_fpn import RetinaNet
 
+# One worker runs the whole module (scripts/test.sh: --dist loadgroup), so its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group("precision")
 IMAGE_SHAPE = (64, 64, 3)
 
 

@@ -10,7 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="SavedModel export is TensorFlow's")
+# One worker runs the whole module (scripts/test.sh: --dist loadgroup), so its module fixtures are built once.
+pytestmark = [pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="SavedModel export is TensorFlow's"),
+              pytest.mark.xdist_group("saved_model")]
 
 import tensorflow as tf  # noqa: E402
 
