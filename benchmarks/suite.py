@@ -3,7 +3,7 @@
     pip install -e ".[bench]"                        # keras-hub, for the side-by-side column
     python benchmarks/suite.py                       # everything, about 15 minutes on a 2-core CPU
     python benchmarks/suite.py --write               # and replace the tables in benchmarks/README.md
-    python benchmarks/suite.py --tiny                # a 2-minute smoke run (CI), figures meaningless
+    python benchmarks/suite.py --tiny                # a smoke run (CI; 9 minutes on its 2 cores), figures meaningless
     python benchmarks/suite.py --sections compare bfloat16
 
 The configuration is the paper's: ResNet50-FPN RetinaNet, P3-P7 at 256 channels, 4-conv shared heads, 9 anchors,
