@@ -132,8 +132,8 @@ def measure_strides(model):
 
 
 def _probe(model, names):
-    """`[(height change, width change)]` of the named layers' outputs between the two probe sizes (None for a
-    layer the model lacks), or None when `model` (None too) does not run at both sizes."""
+    """`[(height change, width change)]` of the named layers' outputs between the two probe sizes, or None when
+    `model` is None, lacks one of the layers, or does not run at both sizes."""
     if model is None:
         return None
     by_name = {layer.name: layer for layer in model.operations}
