@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs keras_fpn with its test extras, then runs the whole test suite: everything under the TensorFlow
 # backend (slow tests included), then the backend-agnostic layer and op tests again under JAX. Prints the 15
-# slowest tests and the total time (budget: README "Set-up"; the quick tier below stays within 8 minutes).
+# slowest tests and the total time (measured times of both tiers: README "Set-up").
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"` for the quick tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
