@@ -3,7 +3,7 @@
     pip install -e ".[bench]"                        # keras-hub, for the side-by-side column
     python benchmarks/suite.py                       # everything, about 15 minutes on a 2-core CPU
     python benchmarks/suite.py --write               # and replace the tables in benchmarks/README.md
-    python benchmarks/suite.py --tiny                # a smoke run (CI; 9 minutes on its 2 cores), figures meaningless
+    python benchmarks/suite.py --tiny                # a smoke run (CI), tiny backbones, figures meaningless
     python benchmarks/suite.py --sections compare bfloat16
 
 The configuration is the paper's: ResNet50-FPN RetinaNet, P3-P7 at 256 channels, 4-conv shared heads, 9 anchors,
@@ -36,16 +36,28 @@ BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
 FULL = {"size": 640, "classes": 80, "train_batch": 4, "runs": 5, "warmup": 2, "matmul": 2048,
         "sizes": [320, 480, 640, 800, 1024, 1280], "batches": [1, 2, 4, 8], "topk": [100, 300, 1000, 3000, 10000],
         "pipeline_batches": 8, "agreement_images": 200}
+# The smoke run keeps every row and code path but swaps ResNet-50 for a 5-conv backbone on both sides (tracing
+# ResNet-50's train step took a minute a row on the 2-core CI machine; the figures are not read).
 TINY = {"size": 128, "classes": 4, "train_batch": 2, "runs": 1, "warmup": 1, "matmul": 1024,
-        "sizes": [64, 256], "batches": [1, 2], "topk": [10, 100], "pipeline_batches": 2, "agreement_images": 25}
+        "sizes": [64, 256], "batches": [1, 2], "topk": [10, 100], "pipeline_batches": 2, "agreement_images": 25,
+        "backbone": "tiny"}
 
 
 # -- the two models ---------------------------------------------------------------------------------------------
 
+def tiny_backbone(config):
+    """The tiny run's backbone for keras_fpn: the test suite's 5-conv ConvNet (`tests.testing.tiny_convnet`)."""
+    sys.path.insert(0, ROOT)
+    from tests.testing import tiny_convnet
+
+    return tiny_convnet(input_shape=(config["size"], config["size"], 3))
+
+
 def ours(config, dtype="float32"):
     from keras_fpn import RetinaNet
 
-    model = RetinaNet(config["classes"], backbone="ResNet50", backbone_weights=None,
+    backbone = tiny_backbone(config) if config.get("backbone") == "tiny" else "ResNet50"
+    model = RetinaNet(config["classes"], backbone=backbone, backbone_weights=None,
                       input_shape=(config["size"], config["size"], 3))
     return model if dtype == "float32" else model.with_dtype(dtype)
 
@@ -54,9 +66,11 @@ def keras_hub_model(config):
     import keras_hub
 
     size = config["size"]
+    tiny = config.get("backbone") == "tiny"  # one narrow bottleneck block per stage
     encoder = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 128, 256, 512],
-        stackwise_num_blocks=[3, 4, 6, 3], stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
+        input_conv_filters=[64], input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 16, 16, 16] if tiny else [64, 128, 256, 512],
+        stackwise_num_blocks=[1, 1, 1, 1] if tiny else [3, 4, 6, 3], stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
         image_shape=(size, size, 3))
     # keras-hub's `use_p5=True` builds P6 from the backbone's C5, as the paper and keras_fpn do (False: from P5).
     backbone = keras_hub.models.RetinaNetBackbone(image_encoder=encoder, min_level=3, max_level=7, use_p5=True,
@@ -300,8 +314,9 @@ def task_train(config, library, variant="same", **_):
     if variant == "preset":
         from keras_fpn import RetinaNet
 
+        tiny = {"backbone": tiny_backbone(config)} if config.get("backbone") == "tiny" else {}
         model = RetinaNet.from_preset("retinanet_resnet50_fpn", num_classes=config["classes"], backbone_weights=None,
-                                      input_shape=(config["size"], config["size"], 3))
+                                      input_shape=(config["size"], config["size"], 3), **tiny)
     else:
         if variant == "mixed_bfloat16":
             keras.config.set_dtype_policy("mixed_bfloat16")
