@@ -1,13 +1,48 @@
 """keras_fpn: Feature Pyramid Networks and RetinaNet for Keras 3."""
 
-from keras_fpn import models, training
-from keras_fpn.backbones.fpn_backbone import FPNBackbone
-from keras_fpn.detection.prediction_head import PredictionHead
-from keras_fpn.detection.retinanet import RetinaNet
-from keras_fpn.export.saved_model import export_saved_model
-from keras_fpn.layers.application_preprocessing import ApplicationPreprocessing
-from keras_fpn.layers.feature_pyramid import FeaturePyramid
+import importlib
+import os
+import sys
+
 from keras_fpn.version import __version__
 
-__all__ = ["ApplicationPreprocessing", "FPNBackbone", "FeaturePyramid", "PredictionHead", "RetinaNet",
-           "export_saved_model", "models", "training", "__version__"]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "ApplicationPreprocessing": "keras_fpn.layers.application_preprocessing",
+    "FPNBackbone": "keras_fpn.backbones.fpn_backbone",
+    "FeaturePyramid": "keras_fpn.layers.feature_pyramid",
+    "PredictionHead": "keras_fpn.detection.prediction_head",
+    "RetinaNet": "keras_fpn.detection.retinanet",
+    "export_saved_model": "keras_fpn.export.saved_model",
+    "models": "keras_fpn.models",
+    "training": "keras_fpn.training",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_fpn' has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name])
+    value = module if module.__name__.endswith(f".{name}") else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def _import_all():
+    """Imports every public name, which also registers the layers and models with Keras's serialization, so
+    `keras.saving.load_model` finds them after a plain `import keras_fpn`."""
+    for name in _EXPORTS:
+        __getattr__(name)
+
+
+def _started_as_command_line():
+    """True in the `keras-fpn` command (or `python -m keras_fpn.cli`): it imports TensorFlow only for the
+    commands that need it, so that `--help` and `models` answer at once (the CLI then calls `_import_all`)."""
+    argv = getattr(sys, "orig_argv", None) or getattr(sys, "argv", None) or [""]
+    return os.path.basename(sys.argv[0] if sys.argv else "") == "keras-fpn" or "keras_fpn.cli" in argv
+
+
+if not _started_as_command_line():
+    _import_all()

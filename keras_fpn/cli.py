@@ -84,7 +84,10 @@ def _demo(args):
                                     served["detection_classes"][0]))[: min(count, 5)]:
         print(f"  {SHAPE_CLASSES[int(cls) - 1]:<10} {score:.2f}  box (ymin, xmin, ymax, xmax) "
               f"{', '.join(f'{v:.3f}' for v in box)}")
-    print(f"  ({count} detections above the {model.score_threshold} score threshold)")
+    if count >= model.max_detections:
+        print(f"  ({count} detections, the max_detections cap)")
+    else:
+        print(f"  ({count} detections above the {model.score_threshold} score threshold)")
     return 0
 
 
@@ -253,11 +256,11 @@ def _predict(args):
 
 
 def build_parser():
-    from keras_fpn.training.distribute import STRATEGIES
-
     parser = argparse.ArgumentParser(
         prog="keras-fpn", description="Feature Pyramid Networks and RetinaNet for Keras 3."
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up messages (hidden by default)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     pyramid = commands.add_parser(
@@ -326,7 +329,9 @@ def build_parser():
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                        help="a progress bar per epoch (default) or one line per epoch (--no-progress)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--strategy", choices=STRATEGIES, default="default",
+    # The names are checked by keras_fpn.training.make_strategy (an unknown one: exit 2, naming them), so that
+    # building this parser imports no TensorFlow.
+    train.add_argument("--strategy", default="default",
                        help="tf.distribute strategy: default (one device), mirrored (all GPUs of this machine), "
                             "multi_worker (all machines in TF_CONFIG), tpu (default: default)")
     train.add_argument("--tpu", help="TPU name or address for --strategy tpu (default: this VM's TPU)")
@@ -365,9 +370,41 @@ def build_parser():
     return parser
 
 
+def start_tensorflow(verbose=False):
+    """Imports TensorFlow and keras_fpn's models, hiding TensorFlow's C++ start-up lines unless `verbose`.
+
+    TensorFlow writes them (oneDNN, CUDA drivers, CPU features, `failed call to cuInit` on machines without a GPU)
+    to the process's stderr before its logging is set up, where `TF_CPP_MIN_LOG_LEVEL` does not reach them; so
+    file descriptor 2 points to /dev/null while TensorFlow starts and looks for devices. Python errors raised
+    meanwhile still propagate and are printed afterwards.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "2")
+    if verbose:
+        import keras_fpn
+
+        keras_fpn._import_all()
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+        import keras_fpn
+
+        keras_fpn._import_all()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
     args = build_parser().parse_args(argv)
+    if args.run is _models:
+        return _models(args)  # the zoo is JSON: no TensorFlow needed
+    start_tensorflow(args.verbose)
     from keras_fpn.training.checkpoint import CheckpointError
     from keras_fpn.training.distribute import StrategyError
 

@@ -220,3 +220,29 @@ def test_training_killed_with_sigkill_resumes_and_finishes_at_the_same_step(tmp_
     assert f"Resuming from {os.path.join(output, 'checkpoints')} at step {saved} of 60" in finished.stdout
     model = keras.saving.load_model(os.path.join(output, "model.keras"))
     assert int(model.optimizer.iterations.numpy()) == 60
+
+
+def test_help_and_models_answer_without_tensorflow():
+    for command in (["--help"], ["models"], ["train", "--help"]):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "keras_fpn.cli", *command],
+                              capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(
+                                  os.path.abspath(__file__))))
+        assert done.returncode == 0, done.stderr[-2000:]
+        imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+        assert not {"tensorflow", "keras", "jax"} & imported, command
+    assert "retinanet_resnet50_fpn" in done.stdout or "--model" in done.stdout
+
+
+def test_commands_hide_tensorflow_start_up_lines(tmp_path):
+    bad = tmp_path / "labels.csv"
+    bad.write_text("filename,width,height,class,xmin,ymin,xmax,ymax\nimg2.jpg,128,128\n")
+    argv = [sys.executable, "-m", "keras_fpn.cli", "train", "--model", "retinanet_mobilenetv3small_shapes",
+            "--dataset", f"csv:{bad}"]
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"keras-fpn: error: {bad}, line 2: 3 fields"), done.stderr[-2000:]
+    assert not re.search(r"^[IEW]0000 ", done.stderr, re.M), done.stderr[-2000:]
+    verbose = subprocess.run(argv[:3] + ["--verbose"] + argv[3:], capture_output=True, text=True, timeout=300,
+                             env=env)
+    assert verbose.returncode == 2 and "keras-fpn: error:" in verbose.stderr

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from keras_fpn.datasets.records import Record, clean_boxes, from_records
+from keras_fpn.datasets.records import MalformedRecords, Record, clean_boxes, from_records
 
 
 def load_coco_json(annotation_file, image_dir, skip_crowd=True):
@@ -20,33 +20,82 @@ def load_coco_json(annotation_file, image_dir, skip_crowd=True):
         image_dir: str, the folder that `images[].file_name` is relative to.
         skip_crowd: bool, default True. Leave out `iscrowd` annotations (COCO training and evaluation ignore them).
 
+    Raises:
+        ValueError: for a file that is not JSON or lacks the three lists, and for malformed entries (missing keys,
+            unknown `category_id` or `image_id`, a `bbox` that is not four numbers), all of them in one message
+            naming each entry (`annotations[12] (id 34)`) and what was expected.
+
     Returns:
         `DetectionData(dataset, class_names, num_images)`; `class_names[i]` is the name of the `i`-th category id.
     """
     if not os.path.exists(annotation_file):
         raise FileNotFoundError(f"COCO annotation file {annotation_file} does not exist.")
     with open(annotation_file) as file:
-        data = json.load(file)
+        try:
+            data = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{annotation_file}, line {error.lineno} column {error.colno}: not valid JSON "
+                             f"({error.msg}); expected a COCO detection file.") from None
     for key in ("images", "annotations", "categories"):
-        if key not in data:
+        if not isinstance(data, dict) or key not in data:
             raise ValueError(f"{annotation_file} is not a COCO detection file: it has no {key!r} list.")
-    categories = sorted(data["categories"], key=lambda category: category["id"])
+    problems = MalformedRecords(annotation_file)
+    categories = []
+    for index, category in enumerate(data["categories"]):
+        missing = _missing(category, ("id", "name"))
+        if missing:
+            problems.add(f"categories[{index}]", f"no {missing}", "'id' and 'name'")
+        else:
+            categories.append(category)
+    categories = sorted(categories, key=lambda category: category["id"])
     label_of = {category["id"]: index for index, category in enumerate(categories)}
-    by_image = {image["id"]: ([], []) for image in data["images"]}
-    for annotation in data["annotations"]:
+    images = []
+    for index, image in enumerate(data["images"]):
+        missing = _missing(image, ("id", "file_name"))
+        if missing:
+            problems.add(f"images[{index}]", f"no {missing}", "'id' and 'file_name'")
+        else:
+            images.append(image)
+    by_image = {image["id"]: ([], []) for image in images}
+    for index, annotation in enumerate(data["annotations"]):
+        where = f"annotations[{index}] (id {annotation.get('id')})" if isinstance(annotation, dict) else (
+            f"annotations[{index}]")
+        missing = _missing(annotation, ("image_id", "category_id", "bbox"))
+        if missing:
+            problems.add(where, f"no {missing}", "'image_id', 'category_id' and 'bbox'")
+            continue
         if skip_crowd and annotation.get("iscrowd", 0):
             continue
         if annotation["category_id"] not in label_of:
-            raise ValueError(f"{annotation_file}: annotation {annotation.get('id')} has category_id "
-                             f"{annotation['category_id']}, which is not in 'categories'.")
-        x, y, width, height = annotation["bbox"]
+            problems.add(where, f"category_id {annotation['category_id']!r} is not in 'categories'",
+                         f"one of {sorted(label_of)}")
+            continue
+        if annotation["image_id"] not in by_image:
+            problems.add(where, f"image_id {annotation['image_id']!r} is not in 'images'", "the id of an image")
+            continue
+        bbox = annotation["bbox"]
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+            problems.add(where, f"bbox is {bbox!r}", "[x, y, width, height] in pixels")
+            continue
+        bbox = [problems.number(where, f"bbox[{position}]", value) for position, value in enumerate(bbox)]
+        if None in bbox:
+            continue
+        x, y, width, height = bbox
         boxes, labels = by_image[annotation["image_id"]]
         boxes.append([x, y, x + width, y + height])
         labels.append(label_of[annotation["category_id"]])
+    problems.raise_if_any()
     records = []
-    for image in data["images"]:
+    for image in images:
         boxes, labels = by_image[image["id"]]
         boxes, labels, _ = clean_boxes(np.reshape(boxes, (-1, 4)), labels, image.get("width"), image.get("height"),
                                        f"{annotation_file} image {image['id']}")
         records.append(Record(os.path.join(image_dir, image["file_name"]), boxes, labels))
     return from_records(records, [category["name"] for category in categories])
+
+
+def _missing(item, keys):
+    """The keys `item` lacks, as text ("'bbox'", "'id', 'name'"), or "" when it has them all."""
+    if not isinstance(item, dict):
+        return f"fields (it is {type(item).__name__} {item!r:.40})"
+    return ", ".join(repr(key) for key in keys if key not in item)

@@ -22,6 +22,48 @@ Fields:
 Record = collections.namedtuple("Record", ["path", "boxes", "labels"])
 
 
+class MalformedRecords:
+    """Collects what is wrong with a file's records, so a reader reports all of them at once.
+
+    Every reader parses the whole source, calling `add` for each malformed record, then `raise_if_any`: one
+    `ValueError` (the CLI prints it as `keras-fpn: error: ...`, exit 2) whose first line names the first problem
+    as `FILE, line N: what was wrong; expected what`, followed by the others (the first 20).
+    """
+
+    SHOWN = 20
+
+    def __init__(self, source):
+        self.source, self.problems = source, []
+
+    def add(self, where, what, expected):
+        """`where`: "line 3", "annotation 7", or a file name; `what` was wrong; `expected` what instead."""
+        self.problems.append(f"{where}: {what}; expected {expected}")
+
+    def number(self, where, column, text, expected="a number"):
+        """`float(text)`, or None after recording that `column` of `where` is not a number."""
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            shown = "empty" if text is None or not str(text).strip() else f"{str(text)!r}, not a number"
+            self.add(where, f"{column} is {shown}", expected)
+            return None
+        if value != value or value in (float("inf"), float("-inf")):
+            self.add(where, f"{column} is {text!r}", expected)
+            return None
+        return value
+
+    def raise_if_any(self):
+        if not self.problems:
+            return
+        first, rest = self.problems[0], self.problems[1:self.SHOWN]
+        message = f"{self.source}, {first}."
+        if len(self.problems) > 1:
+            message += f" ({len(self.problems) - 1} more malformed record(s) below)\n  " + "\n  ".join(rest)
+            if len(self.problems) > self.SHOWN:
+                message += f"\n  ... and {len(self.problems) - self.SHOWN} more"
+        raise ValueError(message)
+
+
 def clean_boxes(boxes, labels, width, height, source):
     """Clips pixel `xyxy` boxes to the image and drops those with no area left.
 

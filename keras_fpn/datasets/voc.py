@@ -3,7 +3,7 @@
 import os
 import xml.etree.ElementTree as ElementTree
 
-from keras_fpn.datasets.records import Record, clean_boxes, from_records, label_map
+from keras_fpn.datasets.records import MalformedRecords, Record, clean_boxes, from_records, label_map
 
 IMAGE_DIRS = ("JPEGImages", "images")
 ANNOTATION_DIRS = ("Annotations", "annotations")
@@ -28,33 +28,47 @@ def _split_ids(directory, split):
     return [os.path.splitext(os.path.basename(str(name)))[0] for name in split]
 
 
-def _parse(path, image_dir, skip_difficult):
+def _parse(path, image_dir, skip_difficult, problems):
+    """`(image path, names, boxes, width, height)` of one XML file, or None after recording what is wrong."""
+    where = os.path.basename(path)
     try:
         root = ElementTree.parse(path).getroot()
     except ElementTree.ParseError as error:
-        raise ValueError(f"{path} is not valid VOC XML: {error}") from None
-    stem = os.path.splitext(os.path.basename(path))[0]
-    filename = root.findtext("filename") or f"{stem}.jpg"
+        problems.add(where, f"not valid XML ({error})", "a VOC <annotation> document")
+        return None
+    stem = os.path.splitext(where)[0]
+    filename = (root.findtext("filename") or "").strip() or f"{stem}.jpg"
     if not os.path.exists(os.path.join(image_dir, filename)):
         filename = f"{stem}.jpg"  # some tools write a stale <filename>; the XML's own name is the VOC convention
     size = root.find("size")
-    width = int(float(size.findtext("width"))) if size is not None else 0
-    height = int(float(size.findtext("height"))) if size is not None else 0
+    width = height = 0  # no <size>: not known, no clipping
+    if size is not None:
+        width, height = (problems.number(where, f"<size><{key}>", size.findtext(key), "a whole number of pixels")
+                         for key in ("width", "height"))
     names, boxes = [], []
-    for obj in root.iter("object"):
-        if skip_difficult and obj.findtext("difficult", "0").strip() == "1":
+    for index, obj in enumerate(root.iter("object"), start=1):
+        if skip_difficult and (obj.findtext("difficult") or "0").strip() == "1":
             continue
-        box = obj.find("bndbox")
-        names.append(obj.findtext("name").strip())
-        boxes.append([float(box.findtext(key)) for key in ("xmin", "ymin", "xmax", "ymax")])
-    return os.path.join(image_dir, filename), names, boxes, width, height
+        name, box = (obj.findtext("name") or "").strip(), obj.find("bndbox")
+        if not name:
+            problems.add(where, f"<object> {index} has no <name>", "the class name")
+        if box is None:
+            problems.add(where, f"<object> {index} has no <bndbox>", "<bndbox> with xmin, ymin, xmax, ymax")
+            continue
+        corners = [problems.number(where, f"<object> {index} <{key}>", box.findtext(key))
+                   for key in ("xmin", "ymin", "xmax", "ymax")]
+        if name and None not in corners:
+            names.append(name)
+            boxes.append(corners)
+    return os.path.join(image_dir, filename), names, boxes, int(width or 0), int(height or 0)
 
 
 def load_voc(directory, split=None, class_names=None, skip_difficult=False):
     """Reads a PASCAL VOC folder.
 
     Box corners are taken as written in `<bndbox>` (pixels), clipped to the image's `<size>`; boxes left with no
-    area are dropped with a logged warning.
+    area are dropped with a logged warning. Malformed files (bad XML, an object without `<name>` or `<bndbox>`,
+    sizes or corners that are not numbers) raise one `ValueError` naming each file and what was expected.
 
     Args:
         directory: str, the folder holding `JPEGImages/` or `images/`, and `Annotations/` or `annotations/`.
@@ -71,12 +85,15 @@ def load_voc(directory, split=None, class_names=None, skip_difficult=False):
     ids = _split_ids(directory, split)
     if ids is None:
         ids = sorted(os.path.splitext(name)[0] for name in os.listdir(annotation_dir) if name.endswith(".xml"))
-    parsed = []
+    parsed, problems = [], MalformedRecords(annotation_dir)
     for image_id in ids:
         path = os.path.join(annotation_dir, f"{image_id}.xml")
         if not os.path.exists(path):
             raise FileNotFoundError(f"Image id {image_id!r} has no annotation file {path}.")
-        parsed.append((path, *_parse(path, image_dir, skip_difficult)))
+        fields = _parse(path, image_dir, skip_difficult, problems)
+        if fields is not None:
+            parsed.append((path, *fields))
+    problems.raise_if_any()
     class_names, labels_of = label_map([name for item in parsed for name in item[2]], class_names, directory)
     records = []
     for xml_path, image_path, names, boxes, width, height in parsed:

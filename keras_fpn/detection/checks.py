@@ -1,4 +1,4 @@
-"""Input checks for RetinaNet: bad input raises an error that names the problem, never a silent wrong answer.
+"""Input checks shared by the detectors: bad input raises an error that names the problem, never a silent wrong answer.
 
 What the shapes and dtypes say is checked in Python while Keras traces the step (a `ValueError` before anything
 runs). What only the values say (NaN pixels, labels out of range, boxes in another format) is checked in the graph
@@ -7,7 +7,27 @@ under the TensorFlow backend (XLA compiles them to nothing, and other backends s
 """
 
 import keras
+import numpy as np
 from keras import ops
+from keras.utils import bounding_boxes
+
+# The first words of each value error, the same in the Python checks of in-memory batches and in the graph asserts
+# of tf.data batches, so the first line of either names the problem.
+NONFINITE_PIXELS = "images contain NaN or Inf pixel values"
+FRACTIONAL_LABELS = "labels must be whole numbers (class ids, -1 for padding)"
+LABELS_TOO_LARGE = "labels must be < num_classes={num_classes} (labels are 0..num_classes-1, -1 is padding)"
+LABELS_TOO_SMALL = "labels must be >= -1 (-1 marks padding)"
+NONFINITE_BOXES = "boxes contain NaN or Inf values"
+UNORDERED_BOXES = ("boxes have x2 < x1 or y2 < y1 in the bounding_box_format of the model, {format}: are they in "
+                   "another format, such as xywh or yxyx?")
+RELATIVE_BOXES = ("every box lies within [0, 1.5] on images of at least 32 pixels, but the model's "
+                  "bounding_box_format={format!r} is in pixels: are these relative coordinates? Build the model with "
+                  "bounding_box_format='rel_{format}' (relative formats: rel_xyxy, rel_yxyx, rel_xywh, "
+                  "rel_center_xywh, rel_center_yxhw), or multiply the boxes by the image size")
+# Relative boxes are recognised on images at least this large, where no real object is 1.5 pixels wide.
+RELATIVE_MIN_IMAGE_SIZE = 32
+RELATIVE_LIMIT = 1.5
+SHOWN = 3  # offending values shown in an error
 
 
 def _tensorflow():
@@ -64,9 +84,8 @@ def check_images(images, min_size, what="images"):
                 "pad them, or build the model with a lower max_level")]
     if _dtype(images).startswith(("float", "bfloat")):
         checks.append(tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(images)),
-                                          [f"{what} contain NaN or Inf pixel values"]))
+                                          [NONFINITE_PIXELS.replace("images", what, 1)]))
     return _after(checks, images)
-    return images
 
 
 def check_targets(boxes, labels):
@@ -118,19 +137,116 @@ def check_target_values(boxes, labels, num_classes, bounding_box_format):
         return boxes, labels
     valid = labels >= 0
     checks = [tf.debugging.assert_less(
-        tf.where(valid, labels, 0), num_classes,
-        message=f"labels must be < num_classes={num_classes} (labels are 0..num_classes-1, -1 is padding)"),
-        tf.debugging.assert_greater_equal(labels, -1, message="labels must be >= -1 (-1 marks padding)"),
-        tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(tf.where(valid[..., None], boxes, 0.0))),
-                            ["boxes contain NaN or Inf values"])]
+        tf.where(valid, labels, 0), num_classes, message=LABELS_TOO_LARGE.format(num_classes=num_classes),
+        summarize=8 * SHOWN),
+        tf.debugging.assert_greater_equal(labels, -1, message=LABELS_TOO_SMALL, summarize=8 * SHOWN)]
+    finite = tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
+    checks.append(tf.debugging.Assert(
+        tf.reduce_all(finite | ~valid),
+        [NONFINITE_BOXES + "; the first such boxes:", tf.boolean_mask(boxes, ~finite & valid)[:SHOWN]],
+        summarize=4 * SHOWN))
     ordered = (boxes[..., 2] >= boxes[..., 0]) & (boxes[..., 3] >= boxes[..., 1])
     checks.append(tf.debugging.Assert(
         tf.reduce_all(ordered | ~valid),
-        [f"boxes have x2 < x1 or y2 < y1 in the bounding_box_format of the model, {bounding_box_format}: are they "
-         "in another format, such as xywh or yxyx? The first such box, as xyxy:",
-         tf.boolean_mask(boxes, ~ordered & valid)[:1]],
+        [UNORDERED_BOXES.format(format=bounding_box_format) + " The first such boxes, as xyxy:",
+         tf.boolean_mask(boxes, ~ordered & valid)[:SHOWN]],
+        summarize=4 * SHOWN,
     ))
     return _after(checks, boxes, labels)
+
+
+def check_box_scale(boxes, labels, height, width, bounding_box_format):
+    """Refuses a batch whose valid boxes all lie within [0, 1.5] when the model's format is in pixels and the
+    images are at least 32 pixels: relative coordinates given to a pixel-format model (they would train without
+    any other error, on boxes smaller than one pixel of the finest level). `boxes` as given, before conversion;
+    `labels` with -1 for padding. Returns `boxes` (under TensorFlow, once the check has run)."""
+    tf = _tensorflow()
+    if tf is None or bounding_box_format.startswith("rel_"):
+        return boxes
+    valid = labels >= 0
+    small = tf.reduce_all((boxes >= 0.0) & (boxes <= RELATIVE_LIMIT), axis=-1)
+    large_images = tf.minimum(height, width) >= RELATIVE_MIN_IMAGE_SIZE
+    relative = large_images & tf.reduce_any(valid) & tf.reduce_all(small | ~valid)
+    check = tf.debugging.Assert(
+        ~relative, [RELATIVE_BOXES.format(format=bounding_box_format) + ". The first boxes:",
+                    tf.boolean_mask(boxes, valid)[:SHOWN]], summarize=4 * SHOWN)
+    return _after([check], boxes)
+
+
+def check_label_values(labels):
+    """Refuses floating-point labels that are not whole numbers (0.7 would silently become class 0); whole-valued
+    floats (0.0, 1.0) are accepted. Returns `labels` (under TensorFlow, once the check has run)."""
+    tf = _tensorflow()
+    if tf is None or not _dtype(labels).startswith(("float", "bfloat")):
+        return labels
+    values = labels.flat_values if isinstance(labels, tf.RaggedTensor) else labels
+    whole = tf.equal(values, tf.round(values))
+    check = tf.debugging.Assert(
+        tf.reduce_all(whole), [FRACTIONAL_LABELS + "; the first fractional values:",
+                               tf.boolean_mask(values, ~whole)[:SHOWN]], summarize=SHOWN)
+    return _after([check], labels)
+
+
+# -- the same checks in NumPy, for in-memory batches ---------------------------------------------------------------
+
+def _where(mask):
+    """"image 1, box 0" for the first True of a [batch, num_boxes] mask, and how many are True."""
+    index = np.argwhere(mask)
+    first = ", ".join(f"{name} {value}" for name, value in zip(("image", "box"), index[0]))
+    return first, len(index)
+
+
+def _values(array):
+    """The first few values, whole (float32 values rounded to 6 decimals rather than shown as 0.10000000149)."""
+    array = np.asarray(array)[:SHOWN]
+    return str(array.astype(np.float64).round(6).tolist() if array.dtype.kind == "f" else array.tolist())
+
+
+def check_in_memory_batch(images, boxes, labels, num_classes, bounding_box_format):
+    """The value checks of the graph asserts above, done in NumPy before `fit` starts on in-memory data.
+
+    Raises `ValueError` whose first line says what is wrong (the same words as the graph asserts), where (image
+    and box index) and the first offending values whole. Images `[N, H, W, 3]`, boxes `[N, M, 4]` in the model's
+    `bounding_box_format`, labels `[N, M]` with -1 for padding.
+    """
+    images, boxes, labels = np.asarray(images), np.asarray(boxes), np.asarray(labels)
+    if images.dtype.kind == "f" and not np.all(np.isfinite(images)):
+        bad = np.argwhere(~np.isfinite(images))
+        raise ValueError(f"{NONFINITE_PIXELS}: image {bad[0][0]}, pixel (row {bad[0][1]}, column {bad[0][2]}) is "
+                         f"{images[tuple(bad[0][:3])].tolist()}; {len(bad)} values in all.")
+    if labels.dtype.kind == "f":
+        fractional = labels != np.round(labels)
+        if np.any(fractional):
+            where, count = _where(fractional)
+            raise ValueError(f"{FRACTIONAL_LABELS}; received {_values(labels[fractional])} ({count} fractional "
+                             f"labels, the first at {where}). Integer labels are taken as class ids; round or fix "
+                             "them.")
+    labels = labels.astype(np.int64) if labels.dtype.kind == "f" else labels
+    for bad, message in ((labels >= num_classes, LABELS_TOO_LARGE.format(num_classes=num_classes)),
+                         (labels < -1, LABELS_TOO_SMALL)):
+        if np.any(bad):
+            where, count = _where(bad)
+            raise ValueError(f"{message}; received {_values(labels[bad])} ({count} such labels, the first at "
+                             f"{where}).")
+    valid = labels >= 0
+    finite = np.all(np.isfinite(boxes), axis=-1)
+    if np.any(valid & ~finite):
+        where, count = _where(valid & ~finite)
+        raise ValueError(f"{NONFINITE_BOXES}: {_values(boxes[valid & ~finite])} ({count} such boxes, the first at "
+                         f"{where}). Padding boxes (label -1) may hold anything.")
+    height, width = images.shape[1:3]
+    as_xyxy = np.asarray(bounding_boxes.convert_format(boxes.astype(np.float32), bounding_box_format, "xyxy",
+                                                       height=height, width=width))
+    unordered = valid & ((as_xyxy[..., 2] < as_xyxy[..., 0]) | (as_xyxy[..., 3] < as_xyxy[..., 1]))
+    if np.any(unordered):
+        where, count = _where(unordered)
+        raise ValueError(f"{UNORDERED_BOXES.format(format=bounding_box_format)} Received {_values(boxes[unordered])} "
+                         f"({count} such boxes, the first at {where}; shown as given).")
+    small = np.all((boxes >= 0.0) & (boxes <= RELATIVE_LIMIT), axis=-1)
+    if (not bounding_box_format.startswith("rel_") and min(height, width) >= RELATIVE_MIN_IMAGE_SIZE
+            and np.any(valid) and np.all(small[valid])):
+        raise ValueError(f"{RELATIVE_BOXES.format(format=bounding_box_format)}. Received {_values(boxes[valid])} "
+                         f"(the first boxes) on {height}x{width} images.")
 
 
 def clip_and_drop(boxes, labels, height, width):

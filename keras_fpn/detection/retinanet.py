@@ -9,11 +9,13 @@ from keras.utils import bounding_boxes
 from keras_fpn.backbones.fpn_backbone import FPNBackbone
 from keras_fpn.detection.anchors import DEFAULT_ASPECT_RATIOS, DEFAULT_SCALES, AnchorGenerator
 from keras_fpn.detection.box_coding import decode_deltas, encode_deltas, match_anchors
-from keras_fpn.detection.checks import check_images, check_target_values, check_targets, clip_and_drop
+from keras_fpn.detection.checks import (check_box_scale, check_images, check_label_values, check_target_values,
+                                        check_targets, clip_and_drop)
+from keras_fpn.detection.detector import Detector
 from keras_fpn.detection.losses import BOX_LOSSES, focal_loss, giou_loss, smooth_l1_loss
 from keras_fpn.detection.prediction_head import PredictionHead
 from keras_fpn.layers.levels import level_key
-from keras_fpn.training.distribute import build_optimizer_before_tracing, num_replicas, sum_over_replicas
+from keras_fpn.training.distribute import num_replicas, sum_over_replicas
 
 
 def _dense_targets(y):
@@ -24,6 +26,7 @@ def _dense_targets(y):
             f"received {type(y).__name__}{'' if not isinstance(y, dict) else ' with keys ' + str(sorted(y))}."
         )
     boxes, labels = check_targets(y["boxes"], y["labels"])
+    labels = check_label_values(labels)
     if hasattr(boxes, "to_tensor"):  # tf.RaggedTensor
         boxes = boxes.to_tensor(default_value=0.0)
     if hasattr(labels, "to_tensor"):
@@ -52,7 +55,7 @@ def _multi_worker_logs(logs):
 
 
 @keras.saving.register_keras_serializable(package="keras_fpn")
-class RetinaNet(keras.Model):
+class RetinaNet(Detector):
     """RetinaNet (Lin et al. 2017, "Focal Loss for Dense Object Detection", https://arxiv.org/abs/1708.02002).
 
     An `FPNBackbone` (P3-P7 by default) feeds one classification head and one box head, each shared across all
@@ -284,6 +287,7 @@ class RetinaNet(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         boxes, labels = _dense_targets(y)
         anchors, _, height, width = self.anchors_for(x)
+        boxes = check_box_scale(boxes, labels, height, width, self.bounding_box_format)
         boxes = bounding_boxes.convert_format(boxes, self.bounding_box_format, "xyxy", height=height, width=width)
         boxes, labels = check_target_values(boxes, labels, self.num_classes, self.bounding_box_format)
         boxes, labels, dropped = clip_and_drop(boxes, labels, height, width)
@@ -332,10 +336,6 @@ class RetinaNet(keras.Model):
         if isinstance(data, (tuple, list)) and data:
             return type(data)([check_images(data[0], 2 ** self.backbone.max_level), *data[1:]])
         return check_images(data, 2 ** self.backbone.max_level)
-
-    def make_train_function(self, force=False):
-        build_optimizer_before_tracing(self)
-        return super().make_train_function(force)
 
     def train_step(self, *args):
         # The batch is the last argument on every backend (JAX passes the training state first).

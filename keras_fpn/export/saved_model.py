@@ -76,8 +76,17 @@ def serving_module(model, image_size, pad_to_multiple=None):
 
             return detect(*tf.map_fn(decode_and_prepare, images, fn_output_signature=prepared_spec))
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+        # Any channel count is let in, so that a wrong one gets an error naming it rather than TensorFlow's
+        # "Specified a list with shape [?,?,?,3] from a tensor with shape [...]".
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8, name="images")])
         def serve_tensor(self, images):
+            channels = tf.shape(images)[-1]
+            message = tf.strings.format(
+                "image_tensor: expected 3 channels (RGB), received {} (images of shape {}); convert grayscale or "
+                "RGBA images to RGB first", (channels, tf.shape(images)), summarize=-1)
+            check = tf.debugging.Assert(tf.equal(channels, 3), [message])
+            with tf.control_dependencies([check]):
+                images = tf.ensure_shape(tf.identity(images), [None, None, None, 3])
             return detect(*tf.map_fn(prepare, images, fn_output_signature=prepared_spec))
 
     return DetectorModule()
@@ -95,7 +104,8 @@ def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_
     Signatures, input `images`:
         `serving_default`: `string [batch]`, encoded JPEG, PNG, GIF or BMP of any size each (TF Serving's REST API
             takes them as `{"b64": "..."}`); grayscale and RGBA are decoded to RGB.
-        `image_tensor`: `uint8 [batch, height, width, 3]`, any size.
+        `image_tensor`: `uint8 [batch, height, width, 3]`, any size (another channel count is answered with
+            "expected 3 channels (RGB), received N").
 
     Outputs (the TensorFlow Object Detection API's names and conventions, so its clients work unchanged):
         `detection_boxes`: float32 `[batch, max_detections, 4]`, `[ymin, xmin, ymax, xmax]` relative to the

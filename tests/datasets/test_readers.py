@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 
 import numpy as np
@@ -74,6 +75,58 @@ def test_csv_errors(raccoon, tmp_path):
         load_csv(os.path.join(raccoon, "data", "test_labels.csv"), os.path.join(raccoon, "images"), ["dog"])
 
 
+GOOD_ROW = "raccoon-1.jpg,650,417,raccoon,81,88,522,408"
+
+# (malformed data row, what the error must say about its line). Each is written as line 3 of a CSV whose line 2 is
+# GOOD_ROW; the message must start with the file and that line.
+MALFORMED_CSV_ROWS = [
+    ("img2.jpg,128,128", r"line 3: 3 fields \(img2.jpg,128,128\); expected 8, one per header column"),
+    (GOOD_ROW + ",extra", r"line 3: 9 fields .*; expected 8"),
+    (",650,417,raccoon,81,88,522,408", r"line 3: filename is empty; expected an image file name"),
+    ("raccoon-1.jpg,128px,417,raccoon,81,88,522,408", r"line 3: width is '128px', not a number; expected a whole number"),
+    ("raccoon-1.jpg,650,-5,raccoon,81,88,522,408", r"line 3: height is '-5'; expected a whole number of pixels greater"),
+    ("raccoon-1.jpg,650.5,417,raccoon,81,88,522,408", r"line 3: width is '650.5'; expected a whole number"),
+    ("raccoon-1.jpg,650,417,raccoon,,88,522,408", r"line 3: xmin is empty; expected a number"),
+    ("raccoon-1.jpg,650,417,raccoon,81,abc,522,408", r"line 3: ymin is 'abc', not a number; expected a number"),
+    ("raccoon-1.jpg,650,417,raccoon,81,88,nan,408", r"line 3: xmax is 'nan'; expected a number"),
+]
+
+
+@pytest.mark.parametrize("row, message", MALFORMED_CSV_ROWS)
+def test_csv_malformed_rows_name_file_line_and_expectation(raccoon, tmp_path, row, message):
+    path = tmp_path / "labels.csv"
+    path.write_text(f"filename,width,height,class,xmin,ymin,xmax,ymax\n{GOOD_ROW}\n{row}\n")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}, {message}") as error:
+        load_csv(str(path), image_dir=os.path.join(raccoon, "images"))
+    assert "Traceback" not in str(error.value)
+
+
+def test_csv_reports_every_malformed_row_at_once_and_skips_blank_lines(raccoon, tmp_path):
+    path = tmp_path / "labels.csv"
+    rows = [GOOD_ROW, "", "   ", GOOD_ROW] + [row for row, _ in MALFORMED_CSV_ROWS]
+    path.write_text("filename,width,height,class,xmin,ymin,xmax,ymax\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError) as error:
+        load_csv(str(path), image_dir=os.path.join(raccoon, "images"))
+    text = str(error.value)
+    assert text.startswith(f"{path}, line 6: 3 fields"), text  # blank lines 3 and 4 are not errors
+    assert f"({len(MALFORMED_CSV_ROWS) - 1} more malformed record(s) below)" in text.splitlines()[0]
+    assert [f"line {6 + index}" in text for index in range(len(MALFORMED_CSV_ROWS))] == [True] * len(
+        MALFORMED_CSV_ROWS)
+    path.write_text("filename,width,height,class,xmin,ymin,xmax,ymax\n\n" + GOOD_ROW + "\n\n  \n")
+    [(_, boxes, _)] = targets_of(load_csv(str(path), image_dir=os.path.join(raccoon, "images")))
+    np.testing.assert_array_equal(boxes, [[81, 88, 522, 408]])
+
+
+def test_cli_reports_a_malformed_csv_as_a_usage_error(raccoon, tmp_path, capsys):
+    from keras_fpn import cli
+
+    path = tmp_path / "labels.csv"
+    path.write_text("filename,width,height,class,xmin,ymin,xmax,ymax\nimg2.jpg,128,128\n")
+    code = cli.main(["train", "--model", "retinanet_mobilenetv3small_shapes", "--dataset", f"csv:{path}"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.startswith(f"keras-fpn: error: {path}, line 2: 3 fields"), error
+
+
 def voc_copy(raccoon, tmp_path, xml_text, stem="raccoon-1"):
     """A one-image VOC folder (`JPEGImages/`, `Annotations/`) linking a raccoon photograph."""
     (tmp_path / "JPEGImages").mkdir()
@@ -113,6 +166,66 @@ def test_voc_errors(raccoon, tmp_path):
         load_voc(raccoon, split=["raccoon-9999"])
     with pytest.raises(ValueError, match="not in class_names"):
         load_voc(raccoon, class_names=["cat"])
+
+
+OBJECT = "<object><name>raccoon</name><bndbox><xmin>81</xmin><ymin>88</ymin><xmax>522</xmax><ymax>408</ymax></bndbox></object>"
+MALFORMED_VOC = [
+    ("<annotation><object>", r"raccoon-1.xml: not valid XML \(.*\); expected a VOC <annotation> document"),
+    ("<annotation><object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax></bndbox></object>"
+     "</annotation>", r"raccoon-1.xml: <object> 1 has no <name>; expected the class name"),
+    (f"<annotation>{OBJECT}<object><name>raccoon</name></object></annotation>",
+     r"raccoon-1.xml: <object> 2 has no <bndbox>; expected <bndbox> with xmin"),
+    (f"<annotation>{OBJECT.replace('<xmin>81', '<xmin>8l')}</annotation>",
+     r"raccoon-1.xml: <object> 1 <xmin> is '8l', not a number; expected a number"),
+    (f"<annotation>{OBJECT.replace('<ymax>408</ymax>', '')}</annotation>",
+     r"raccoon-1.xml: <object> 1 <ymax> is empty; expected a number"),
+    (f"<annotation><size><width>wide</width><height>417</height></size>{OBJECT}</annotation>",
+     r"raccoon-1.xml: <size><width> is 'wide', not a number; expected a whole number of pixels"),
+]
+
+
+@pytest.mark.parametrize("xml_text, message", MALFORMED_VOC)
+def test_voc_malformed_files_name_the_file_and_expectation(raccoon, tmp_path, xml_text, message):
+    folder = voc_copy(raccoon, tmp_path, xml_text)
+    with pytest.raises(ValueError, match=f"^{re.escape(os.path.join(folder, 'Annotations'))}, {message}"):
+        load_voc(folder)
+
+
+COCO_IMAGE = {"id": 1, "file_name": "raccoon-1.jpg", "width": 650, "height": 417}
+COCO_ANNOTATION = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [81, 88, 441, 320]}
+MALFORMED_COCO = [
+    ({"categories": [{"id": 1}]}, r"categories\[0\]: no 'name'; expected 'id' and 'name'"),
+    ({"images": [{"id": 1}]}, r"images\[0\]: no 'file_name'; expected 'id' and 'file_name'"),
+    ({"annotations": [{"id": 7, "image_id": 1, "category_id": 1}]},
+     r"annotations\[0\] \(id 7\): no 'bbox'; expected 'image_id', 'category_id' and 'bbox'"),
+    ({"annotations": [{**COCO_ANNOTATION, "category_id": 3}]},
+     r"annotations\[0\] \(id 7\): category_id 3 is not in 'categories'; expected one of \[1\]"),
+    ({"annotations": [{**COCO_ANNOTATION, "image_id": 99}]},
+     r"annotations\[0\] \(id 7\): image_id 99 is not in 'images'; expected the id of an image"),
+    ({"annotations": [{**COCO_ANNOTATION, "bbox": [1, 2, 3]}]},
+     r"annotations\[0\] \(id 7\): bbox is \[1, 2, 3\]; expected \[x, y, width, height\] in pixels"),
+    ({"annotations": [{**COCO_ANNOTATION, "bbox": [1, 2, "3", None]}]},
+     r"annotations\[0\] \(id 7\): bbox\[3\] is empty; expected a number"),
+    ({"annotations": ["not an object"]},
+     r"annotations\[0\]: no fields \(it is str 'not an object'\); expected 'image_id'"),
+]
+
+
+@pytest.mark.parametrize("change, message", MALFORMED_COCO)
+def test_coco_json_malformed_entries_name_the_entry_and_expectation(raccoon, tmp_path, change, message):
+    data = {"images": [COCO_IMAGE], "annotations": [COCO_ANNOTATION],
+            "categories": [{"id": 1, "name": "raccoon"}], **change}
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}, {message}"):
+        load_coco_json(str(path), os.path.join(raccoon, "images"))
+
+
+def test_coco_json_that_is_not_json_names_line_and_column(raccoon, tmp_path):
+    path = tmp_path / "instances.json"
+    path.write_text('{"images": [],\n "annotations": [}')
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}, line 2 column 18: not valid JSON"):
+        load_coco_json(str(path), raccoon)
 
 
 def test_voc_image_sets_split(raccoon, tmp_path):

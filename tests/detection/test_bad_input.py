@@ -1,5 +1,8 @@
 """Bad input to RetinaNet raises an error that names the problem; degenerate boxes are dropped and counted."""
 
+import re
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -104,18 +107,56 @@ def test_ragged_box_and_label_counts_must_agree(model):
         model.train_on_batch(tf.constant(_images()), {"boxes": boxes, "labels": labels})
 
 
-@pytest.mark.parametrize("targets, message", [
-    (_targets(labels=(0, 3)), r"labels must be < num_classes=3"),
-    (_targets(labels=(0, -2)), r"labels must be >= -1"),
-    (_targets(boxes=((8, 8, 40, 40), (20, 10, np.inf, 50))), "boxes contain NaN or Inf"),
-    (_targets(boxes=((8, 8, 40, 40), (20, 10, np.nan, 50))), "boxes contain NaN or Inf"),
+# (targets, the words the error starts with, and what it must show of the offending values), for both paths:
+# in-memory arrays (checked in Python before fit traces anything: ValueError) and tf.data batches (graph asserts:
+# InvalidArgumentError). Either way the first line names the problem.
+BAD_TARGET_VALUES = [
+    (_targets(labels=(0, 3)), r"labels must be < num_classes=3", r"\[3\]|3"),
+    (_targets(labels=(0, -2)), r"labels must be >= -1", r"-2"),
+    (_targets(boxes=((8, 8, 40, 40), (20, 10, np.inf, 50))), r"boxes contain NaN or Inf", r"20(\.0)?,? 10(\.0)?,? inf"),
+    (_targets(boxes=((8, 8, 40, 40), (100, 100, 20, np.nan))), r"boxes contain NaN or Inf", r"100(\.0)?,? 20(\.0)?,? nan"),
     # An "xywh" box [x, y, w, h] read as "xyxy": x2 = 12 < x1 = 40.
-    (_targets(boxes=((8, 8, 40, 40), (40, 30, 12, 16))), r"x2 < x1 or y2 < y1 in the bounding_box_format of the model, xyxy"),
-])
-def test_bad_target_values_are_named(traced_model, targets, message):
-    model = traced_model
-    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-        _fit(model, _images(), targets)
+    (_targets(boxes=((8, 8, 40, 40), (40, 30, 12, 16))),
+     r"boxes have x2 < x1 or y2 < y1 in the bounding_box_format of the model, xyxy", r"40(\.0)?,? 30(\.0)?,? 12(\.0)?,? 16"),
+    # Relative boxes given to a pixel-format model on 64x64 images.
+    (_targets(boxes=((0.1, 0.1, 0.5, 0.6), (0.2, 0.25, 0.4, 0.9))),
+     r"every box lies within \[0, 1.5\] on images of at least 32 pixels, but the model's bounding_box_format="
+     r"'xyxy' is in pixels: are these relative coordinates\? Build the model with bounding_box_format='rel_xyxy'",
+     r"0.1,? 0.1,? 0.5,? 0.6"),
+    ({**_targets(), "labels": np.array([[0.7], [1.9]], np.float32)},
+     r"labels must be whole numbers \(class ids, -1 for padding\)", r"0.7,? 1.9"),
+]
+
+
+@pytest.mark.parametrize("targets, message, shown", BAD_TARGET_VALUES)
+def test_bad_target_values_in_tf_data_are_named_first(traced_model, targets, message, shown):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"^{message}") as error:
+        _fit(traced_model, _images(), targets)
+    assert re.search(shown, str(error.value).splitlines()[0]), str(error.value)[:500]
+
+
+@pytest.mark.parametrize("targets, message, shown", BAD_TARGET_VALUES)
+def test_bad_target_values_in_memory_are_named_before_tracing(traced_model, targets, message, shown):
+    with pytest.raises(ValueError, match=f"^{message}") as error:
+        traced_model.fit(_images(), targets, epochs=1, verbose=0)
+    first_line = str(error.value).splitlines()[0]
+    assert re.search(shown, first_line) and "..." not in first_line, first_line
+
+
+def test_whole_float_labels_and_relative_boxes_in_a_relative_format_are_accepted():
+    model = tiny_retinanet(bounding_box_format="rel_xyxy")
+    model.compile(optimizer="adam")
+    targets = {"boxes": np.array([[[0.1, 0.1, 0.6, 0.6]], [[0.3, 0.2, 0.9, 0.8]]], np.float32),
+               "labels": np.array([[0.0], [2.0]], np.float32)}
+    history = model.fit(_images(), targets, epochs=1, batch_size=2, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_tf_data_input_gets_no_keras_shuffle_warning(traced_model):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(traced_model, _images(), _targets())
+    assert not [w for w in caught if "shuffle" in str(w.message)], [str(w.message) for w in caught]
 
 
 def test_padding_labels_may_hold_any_box(traced_model):

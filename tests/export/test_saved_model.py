@@ -207,6 +207,10 @@ def test_bad_input_gives_clear_errors_or_empty_results(loaded):
     assert empty["detection_boxes"].shape == (0, 100, 4) and empty["num_detections"].shape == (0,)
     empty = loaded.signatures["image_tensor"](images=tf.zeros((0, 10, 10, 3), tf.uint8))
     assert empty["detection_scores"].shape == (0, 100)
+    for channels in (1, 4):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"image_tensor: expected 3 channels \(RGB\), received {channels}"):
+            loaded.signatures["image_tensor"](images=tf.zeros((1, 50, 70, channels), tf.uint8))
     tiny = serve(images=tf.constant([tf.io.encode_png(tf.fill([1, 1, 3], tf.constant(200, tf.uint8))).numpy()]))
     assert tiny["detection_boxes"].shape == (1, 100, 4)
     boxes = tiny["detection_boxes"].numpy()

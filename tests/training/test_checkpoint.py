@@ -38,7 +38,7 @@ class Interrupt(keras.callbacks.Callback):
 
 def test_checkpoints_every_n_steps_and_keeps_the_newest(tmp_path):
     model = _model()
-    model.fit(_data(), epochs=2, steps_per_epoch=5, verbose=0, callbacks=[TrainingCheckpoint(str(tmp_path), 3)])
+    model.fit(_data(), shuffle=False, epochs=2, steps_per_epoch=5, verbose=0, callbacks=[TrainingCheckpoint(str(tmp_path), 3)])
     files = sorted(os.listdir(tmp_path))
     assert files == ["checkpoint.json", "ckpt-00000009.keras", "ckpt-00000010.keras"], files
     index = json.loads((tmp_path / "checkpoint.json").read_text())
@@ -86,7 +86,7 @@ def test_no_resume_starts_over(tmp_path):
 ])
 def test_damaged_checkpoint_is_reported_not_loaded(tmp_path, damage, message):
     model = _model()
-    model.fit(_data(), epochs=1, steps_per_epoch=2, verbose=0, callbacks=[TrainingCheckpoint(str(tmp_path))])
+    model.fit(_data(), shuffle=False, epochs=1, steps_per_epoch=2, verbose=0, callbacks=[TrainingCheckpoint(str(tmp_path))])
     path = tmp_path / "ckpt-00000002.keras"
     damage(str(path))
     with pytest.raises(CheckpointError, match=message) as error:
@@ -102,11 +102,11 @@ def test_damaged_index_is_reported(tmp_path):
 
 def test_partial_files_of_a_killed_write_are_ignored_and_cleaned(tmp_path):
     model = _model()
-    model.fit(_data(), epochs=1, steps_per_epoch=2, verbose=0, callbacks=[TrainingCheckpoint(str(tmp_path))])
+    model.fit(_data(), shuffle=False, epochs=1, steps_per_epoch=2, verbose=0, callbacks=[TrainingCheckpoint(str(tmp_path))])
     partial = tmp_path / ".ckpt-00000004.keras.partial.keras"
     partial.write_bytes(b"PK\x03\x04 half a zip")  # what a kill during the next save leaves
     assert restore_checkpoint(str(tmp_path))[1] == 2
-    model.fit(_data(), epochs=1, steps_per_epoch=2, verbose=0, callbacks=[TrainingCheckpoint(str(tmp_path))])
+    model.fit(_data(), shuffle=False, epochs=1, steps_per_epoch=2, verbose=0, callbacks=[TrainingCheckpoint(str(tmp_path))])
     assert not partial.exists()
 
 
