@@ -1,4 +1,4 @@
-"""keras_fpn: Feature Pyramid Networks and RetinaNet for Keras 3."""
+"""keras_fpn: Feature Pyramid Networks, RetinaNet and Faster R-CNN for Keras 3."""
 
 import importlib
 import os
@@ -10,6 +10,7 @@ from keras_fpn.version import __version__
 _EXPORTS = {
     "ApplicationPreprocessing": "keras_fpn.layers.application_preprocessing",
     "FPNBackbone": "keras_fpn.backbones.fpn_backbone",
+    "FasterRCNN": "keras_fpn.detection.faster_rcnn",
     "FeaturePyramid": "keras_fpn.layers.feature_pyramid",
     "PredictionHead": "keras_fpn.detection.prediction_head",
     "RetinaNet": "keras_fpn.detection.retinanet",

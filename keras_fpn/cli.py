@@ -117,7 +117,7 @@ def _models(args):
 def _with_dtype(model, dtype):
     if dtype == "float32":
         return model
-    print(f"running in {dtype} (RetinaNet.with_dtype)", flush=True)
+    print(f"running in {dtype} (with_dtype)", flush=True)
     return model.with_dtype(dtype)
 
 
@@ -126,7 +126,7 @@ def _image_size(args, record):
 
 
 def _train(args):
-    from keras_fpn import RetinaNet, models
+    from keras_fpn import models
     from keras_fpn.datasets.spec import load_dataset
     from keras_fpn.training import is_chief, make_strategy, train_detector
 
@@ -149,8 +149,8 @@ def _train(args):
                          f"{train.class_names}.")
     weights = args.backbone_weights
     with strategy.scope():
-        model = RetinaNet.from_preset(args.model, num_classes=len(train.class_names),
-                                      backbone_weights="preset" if weights == "preset" else _weights(weights))
+        model = models.build(args.model, num_classes=len(train.class_names),
+                             backbone_weights="preset" if weights == "preset" else _weights(weights))
     print(f"{args.model}: {model.count_params():,} parameters, {len(train.class_names)} classes "
           f"{list(train.class_names)[:10]}{'...' if len(train.class_names) > 10 else ''}, images {image_size}; "
           f"{train.num_images or 'unknown number of'} training images"

@@ -1,4 +1,4 @@
-"""The model zoo's one entry point: named RetinaNet configurations stored as JSON records.
+"""The model zoo's one entry point: named detector configurations (RetinaNet, Faster R-CNN) stored as JSON records.
 
 The records live in the repository's `models/` folder (one `NAME.json` per model, data only) and ship inside the
 package as `keras_fpn/zoo/` (a link to that folder, installed as package data). This module reads them; it holds
@@ -21,6 +21,7 @@ from importlib import resources
 
 _SECTIONS = {
     "name": str,
+    "architecture": str,
     "description": str,
     "reference": str,
     "dataset": str,
@@ -29,6 +30,8 @@ _SECTIONS = {
     "backbone": dict,
     "pyramid": dict,
     "head": dict,
+    "rpn": dict,
+    "roi_heads": dict,
     "anchors": dict,
     "detection": dict,
     "training": dict,
@@ -39,14 +42,27 @@ _FIELDS = {
     "pyramid": {"min_level", "max_level", "num_channels", "fusion", "extra_levels_from", "norm"},
     "head": {"filters", "depth", "norm", "prior_probability"},
     "anchors": {"size", "scales", "aspect_ratios"},
+    "rpn": {"positive_iou", "negative_iou", "batch_size_per_image", "positive_fraction", "pre_nms_topk_train",
+            "pre_nms_topk_test", "post_nms_topk_train", "post_nms_topk_test", "nms_iou_threshold", "min_size",
+            "source"},
+    "roi_heads": {"min_level", "max_level", "pool_size", "sampling_ratio", "batch_size_per_image",
+                  "positive_fraction", "positive_iou", "head_dim", "box_weights", "smooth_l1_beta", "source"},
     "detection": {"positive_iou", "negative_iou", "box_loss", "smooth_l1_beta", "box_loss_weight", "focal_alpha",
                   "focal_gamma", "score_threshold", "pre_nms_topk", "nms_iou_threshold", "max_detections"},
     "training": {"batch_size", "epochs", "steps", "optimizer", "learning_rate", "weight_decay", "global_clipnorm",
                  "augmentation", "precise_batchnorm_batches", "source"},
     "figures": {"parameters", "gflops", "cpu_latency_ms", "measured_with", "machine", "ap"},
 }
-_REQUIRED = ("name", "description", "dataset", "num_classes", "input_size", "backbone", "pyramid", "head",
-             "anchors", "training", "figures")
+_REQUIRED = ("name", "description", "dataset", "num_classes", "input_size", "backbone", "pyramid", "anchors",
+             "training", "figures")
+# Each detector's class (module, name), found by a record's "architecture" (default "retinanet"), and the
+# sections only its records have. A new detector is added here and nowhere else in the CLI, export or evaluation.
+ARCHITECTURES = {
+    "retinanet": ("keras_fpn.detection.retinanet", "RetinaNet"),
+    "fasterrcnn": ("keras_fpn.detection.faster_rcnn", "FasterRCNN"),
+}
+_REQUIRED_BY_ARCHITECTURE = {"retinanet": ("head",), "fasterrcnn": ()}
+_ONLY_FOR = {"head": "retinanet", "rpn": "fasterrcnn", "roi_heads": "fasterrcnn"}
 
 
 def _zoo_dir():
@@ -57,8 +73,12 @@ def _check(record, source):
     """Raises ValueError naming the first missing, unknown or mistyped field of `record`."""
     if not isinstance(record, dict):
         raise ValueError(f"{source}: expected a JSON object, received {type(record).__name__}.")
-    missing = [key for key in _REQUIRED if key not in record]
+    architecture = record.get("architecture", "retinanet")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"{source}: architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}.")
+    missing = [key for key in _REQUIRED + _REQUIRED_BY_ARCHITECTURE[architecture] if key not in record]
     unknown = sorted(set(record) - set(_SECTIONS))
+    unknown += sorted(key for key, owner in _ONLY_FOR.items() if key in record and owner != architecture)
     if missing or unknown:
         raise ValueError(f"{source}: missing fields {missing}, unknown fields {unknown}; "
                          f"expected the fields {sorted(_SECTIONS)}.")
@@ -111,22 +131,49 @@ def get(name):
     return copy.deepcopy(record)
 
 
+def architecture_class(record):
+    """The detector class that builds `record` (by its `architecture`, default `"retinanet"`)."""
+    import importlib
+
+    module, name = ARCHITECTURES[record.get("architecture", "retinanet")]
+    return getattr(importlib.import_module(module), name)
+
+
+def build(name, num_classes=None, backbone_weights="preset", **kwargs):
+    """Builds the zoo model `name` (or the record in a JSON file) with the class its record names: `RetinaNet`,
+    `FasterRCNN`, ... Arguments as `from_preset` of that class.
+
+    >>> import keras_fpn
+    >>> type(keras_fpn.models.build("retinanet_mobilenetv3small_shapes", backbone_weights=None)).__name__
+    'RetinaNet'
+    """
+    record = get(name)
+    return architecture_class(record).from_preset(name, num_classes=num_classes, backbone_weights=backbone_weights,
+                                                 **kwargs)
+
+
+def backbone_kwargs(record):
+    """The `FPNBackbone` arguments every architecture reads from a record's `backbone` and `pyramid` sections."""
+    backbone, pyramid = record["backbone"], record["pyramid"]
+    pyramid_kwargs = {key: pyramid[key] for key in ("fusion", "extra_levels_from", "norm") if key in pyramid}
+    kwargs = {"pyramid_kwargs": pyramid_kwargs}
+    for key in ("batchnorm_momentum", "freeze_batchnorm"):
+        if backbone.get(key) is not None:
+            kwargs[key] = backbone[key]
+    if backbone.get("kwargs"):
+        kwargs["backbone_kwargs"] = dict(backbone["kwargs"])
+    return kwargs
+
+
 def retinanet_kwargs(record):
     """`RetinaNet` constructor arguments of a zoo record (everything but `num_classes` and the weights)."""
     backbone, pyramid, head, anchors = (record[key] for key in ("backbone", "pyramid", "head", "anchors"))
-    pyramid_kwargs = {key: pyramid[key] for key in ("fusion", "extra_levels_from", "norm") if key in pyramid}
-    backbone_kwargs = {"pyramid_kwargs": pyramid_kwargs}
-    for key in ("batchnorm_momentum", "freeze_batchnorm"):
-        if backbone.get(key) is not None:
-            backbone_kwargs[key] = backbone[key]
-    if backbone.get("kwargs"):
-        backbone_kwargs["backbone_kwargs"] = dict(backbone["kwargs"])
     kwargs = {
         "backbone": backbone["application"],
         "min_level": pyramid.get("min_level", 3),
         "max_level": pyramid.get("max_level", 7),
         "num_channels": pyramid.get("num_channels", 256),
-        "backbone_kwargs": backbone_kwargs,
+        "backbone_kwargs": backbone_kwargs(record),
         "head_filters": head.get("filters", 256),
         "head_depth": head.get("depth", 4),
         "head_norm": head.get("norm"),
@@ -154,6 +201,7 @@ def summary(records=None):
         ap = figures.get("ap") or {}
         rows.append({
             "name": record["name"],
+            "architecture": record.get("architecture", "retinanet"),
             "backbone": record["backbone"]["application"],
             "levels": f"P{record['pyramid'].get('min_level', 3)}-P{record['pyramid'].get('max_level', 7)}",
             "channels": record["pyramid"].get("num_channels", 256),

@@ -44,13 +44,20 @@ def decode_deltas(anchors, deltas, box_weights, max_log_scale=MAX_LOG_SCALE):
 
 def pairwise_iou(anchors, boxes):
     """IoU `[batch, num_anchors, num_boxes]` of `anchors [N, 4]` with `boxes [batch, M, 4]`, pixel `xyxy`."""
-    area_a = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
-    area_b = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-    a, b = anchors[None, :, None, :], boxes[:, None, :, :]
+    return batched_iou(anchors[None], boxes)
+
+
+def batched_iou(boxes_a, boxes_b):
+    """IoU `[batch, N, M]` of `boxes_a [batch, N, 4]` with `boxes_b [batch, M, 4]`, pixel `xyxy` (each image's own
+    boxes: the proposals of a two-stage detector against that image's ground truth). `boxes_a` may have batch 1
+    (anchors shared by every image)."""
+    area_a = (boxes_a[..., 2] - boxes_a[..., 0]) * (boxes_a[..., 3] - boxes_a[..., 1])
+    area_b = (boxes_b[..., 2] - boxes_b[..., 0]) * (boxes_b[..., 3] - boxes_b[..., 1])
+    a, b = boxes_a[:, :, None, :], boxes_b[:, None, :, :]
     width = ops.maximum(ops.minimum(a[..., 2], b[..., 2]) - ops.maximum(a[..., 0], b[..., 0]), 0.0)
     height = ops.maximum(ops.minimum(a[..., 3], b[..., 3]) - ops.maximum(a[..., 1], b[..., 1]), 0.0)
     intersection = width * height
-    union = area_a[None, :, None] + area_b[:, None, :] - intersection
+    union = area_a[:, :, None] + area_b[:, None, :] - intersection
     return intersection / ops.maximum(union, 1e-9)
 
 

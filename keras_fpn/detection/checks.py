@@ -39,7 +39,11 @@ def _tensorflow():
 
 
 def _static_shape(tensor):
+    """The static shape as a tuple, or None when not even the rank is known (Keras's predict function, retraced
+    with `reduce_retracing` after calls of several ranks, sees such inputs)."""
     shape = getattr(tensor, "shape", None)
+    if shape is not None and getattr(shape, "rank", 0) is None:
+        return None
     return tuple(shape) if shape is not None else tuple(ops.shape(tensor))
 
 
@@ -59,11 +63,8 @@ def _after(checks, *tensors):
     return results if len(results) > 1 else results[0]
 
 
-def check_images(images, min_size, what="images"):
-    """Checks `[batch, height, width, 3]` images at least `min_size` pixels high and wide, with finite pixels.
-
-    Returns the images (under TensorFlow, only once the value checks have run)."""
-    shape = _static_shape(images)
+def check_image_shape(shape, min_size, what="images"):
+    """The static checks of `check_images` on a shape tuple: rank 4, 3 channels, at least `min_size` pixels."""
     if len(shape) != 4:
         raise ValueError(f"Received {what} of shape {shape}; expected 4 dimensions [batch, height, width, 3] "
                          "(a batch of RGB images; add a batch dimension for one image).")
@@ -75,6 +76,19 @@ def check_images(images, min_size, what="images"):
             raise ValueError(f"Received {what} of {side} {size} (shape {shape}); expected at least {min_size} "
                              f"pixels, the stride of the coarsest pyramid level. Resize or pad the images, or "
                              "build the model with a lower max_level.")
+
+
+def check_images(images, min_size, what="images"):
+    """Checks `[batch, height, width, 3]` images at least `min_size` pixels high and wide, with finite pixels.
+
+    Returns the images (under TensorFlow, only once the value checks have run)."""
+    shape = _static_shape(images)
+    if shape is None:  # rank unknown while tracing (predict retraced for several ranks): checked when it runs
+        import tensorflow as tf
+
+        images = tf.ensure_shape(images, [None, None, None, 3])
+        shape = tuple(images.shape)
+    check_image_shape(shape, min_size, what)
     tf = _tensorflow()
     if tf is None:
         return images

@@ -6,52 +6,14 @@ import keras
 from keras import ops
 from keras.utils import bounding_boxes
 
-from keras_fpn.backbones.fpn_backbone import FPNBackbone
 from keras_fpn.detection.anchors import DEFAULT_ASPECT_RATIOS, DEFAULT_SCALES, AnchorGenerator
 from keras_fpn.detection.box_coding import decode_deltas, encode_deltas, match_anchors
-from keras_fpn.detection.checks import (check_box_scale, check_images, check_label_values, check_target_values,
-                                        check_targets, clip_and_drop)
-from keras_fpn.detection.detector import Detector
+from keras_fpn.detection.checks import check_box_scale, check_target_values, clip_and_drop
+from keras_fpn.detection.detector import Detector, check_box_format, dense_targets, resolve_backbone
 from keras_fpn.detection.losses import BOX_LOSSES, focal_loss, giou_loss, smooth_l1_loss
 from keras_fpn.detection.prediction_head import PredictionHead
 from keras_fpn.layers.levels import level_key
 from keras_fpn.training.distribute import num_replicas, sum_over_replicas
-
-
-def _dense_targets(y):
-    """`{"boxes", "labels"}` checked, then as dense tensors padded with label -1 (ragged input accepted)."""
-    if not isinstance(y, dict) or "boxes" not in y or "labels" not in y:
-        raise ValueError(
-            "Expected y = {'boxes': [batch, num_boxes, 4], 'labels': [batch, num_boxes]} padded with label -1; "
-            f"received {type(y).__name__}{'' if not isinstance(y, dict) else ' with keys ' + str(sorted(y))}."
-        )
-    boxes, labels = check_targets(y["boxes"], y["labels"])
-    labels = check_label_values(labels)
-    if hasattr(boxes, "to_tensor"):  # tf.RaggedTensor
-        boxes = boxes.to_tensor(default_value=0.0)
-    if hasattr(labels, "to_tensor"):
-        labels = labels.to_tensor(default_value=-1)
-    boxes, labels = ops.cast(boxes, "float32"), ops.cast(labels, "int32")
-    # One extra padding column, so a batch with no boxes at all (shape [batch, 0, 4]) still has something for the
-    # IoU reductions to reduce over.
-    batch = ops.shape(boxes)[0]
-    boxes = ops.concatenate([boxes, ops.zeros((batch, 1, 4), "float32")], axis=1)
-    labels = ops.concatenate([labels, -ops.ones((batch, 1), "int32")], axis=1)
-    return boxes, labels
-
-
-def _multi_worker_logs(logs):
-    """Under `MultiWorkerMirroredStrategy`, Keras 3 averages each replica's step logs with
-    `strategy.reduce("MEAN", value, axis=0)`, which fails on the scalars every metric returns ("Invalid reduction
-    dimension 0 for input with 0 dimensions"; keras-team/keras#20585, Keras 3.15). Shape [1] logs reduce to the
-    scalars Keras expects; other strategies and backends get the logs unchanged."""
-    if keras.backend.backend() != "tensorflow" or not isinstance(logs, dict):
-        return logs
-    import tensorflow as tf
-
-    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
-        return logs
-    return {name: tf.reshape(value, [1]) for name, value in logs.items()}
 
 
 @keras.saving.register_keras_serializable(package="keras_fpn")
@@ -166,29 +128,9 @@ class RetinaNet(Detector):
             )
         if len(box_weights) != 4:
             raise ValueError(f"Received box_weights={box_weights!r}; expected 4 numbers for (y, x, h, w).")
-        try:
-            bounding_boxes.convert_format(ops.zeros((1, 4)), bounding_box_format, "xyxy", height=1, width=1)
-        except Exception:  # noqa: BLE001 - Keras raises several types for an unknown format
-            raise ValueError(
-                f"Received bounding_box_format={bounding_box_format!r}; expected a format that "
-                "keras.utils.bounding_boxes.convert_format knows: 'xyxy', 'yxyx', 'xywh', 'center_xywh', "
-                "'center_yxhw', 'rel_xyxy', 'rel_yxyx', 'rel_xywh', 'rel_center_xywh'."
-            ) from None
-
-        backbone_kwargs = dict(backbone_kwargs or {})
-        if isinstance(backbone, dict):
-            backbone = keras.saving.deserialize_keras_object(backbone)
-        if isinstance(backbone, str) or (isinstance(backbone, keras.Model) and not isinstance(backbone, FPNBackbone)):
-            # A name is built here; a model the user built (a keras.applications instance, or any functional
-            # ConvNet) is wrapped as it is, with its own weights and input size.
-            backbone = FPNBackbone(backbone, weights=backbone_weights, input_shape=input_shape, min_level=min_level,
-                                   max_level=max_level, num_channels=num_channels, **backbone_kwargs)
-        if not isinstance(backbone, FPNBackbone) or backbone.return_features:
-            raise ValueError(
-                f"Received backbone={backbone!r}; expected a keras.applications name, a functional keras.Model "
-                "taking images (e.g. a keras.applications instance), or an FPNBackbone that returns its pyramid "
-                "(return_features=False)."
-            )
+        check_box_format(bounding_box_format)
+        backbone = resolve_backbone(backbone, backbone_weights, input_shape, min_level, max_level, num_channels,
+                                    backbone_kwargs)
 
         anchor_generator = AnchorGenerator(backbone.min_level, backbone.max_level, anchor_scale, anchor_scales,
                                            aspect_ratios)
@@ -285,7 +227,7 @@ class RetinaNet(Detector):
     # -- training -----------------------------------------------------------------------------------------------
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        boxes, labels = _dense_targets(y)
+        boxes, labels = dense_targets(y)
         anchors, _, height, width = self.anchors_for(x)
         boxes = check_box_scale(boxes, labels, height, width, self.bounding_box_format)
         boxes = bounding_boxes.convert_format(boxes, self.bounding_box_format, "xyxy", height=height, width=width)
@@ -327,23 +269,6 @@ class RetinaNet(Detector):
             loss = loss + ops.sum(self.losses) / replicas
         return loss
 
-    # -- input checks -------------------------------------------------------------------------------------------
-
-    def _checked(self, data):
-        """The batch with its images checked before the forward pass, so a bad batch gets an error naming the
-        problem rather than Keras's message about some layer's input; the targets are checked in
-        `compute_loss` (see `keras_fpn.detection.checks`)."""
-        if isinstance(data, (tuple, list)) and data:
-            return type(data)([check_images(data[0], 2 ** self.backbone.max_level), *data[1:]])
-        return check_images(data, 2 ** self.backbone.max_level)
-
-    def train_step(self, *args):
-        # The batch is the last argument on every backend (JAX passes the training state first).
-        return _multi_worker_logs(super().train_step(*args[:-1], self._checked(args[-1])))
-
-    def test_step(self, *args):
-        return _multi_worker_logs(super().test_step(*args[:-1], self._checked(args[-1])))
-
     # -- inference ----------------------------------------------------------------------------------------------
 
     def forward_with_level_shapes(self, images, training=False):
@@ -367,6 +292,10 @@ class RetinaNet(Detector):
                   "classification": ops.cast(ops.concatenate(logits, axis=1), "float32")}
         return y_pred, shapes
 
+    def detect(self, images):
+        y_pred, level_shapes = self.forward_with_level_shapes(images)
+        return self.decode_predictions(y_pred, images, level_shapes)
+
     def decode_predictions(self, y_pred, images, level_shapes=None):
         """Detections (see `predict`) from raw outputs `y_pred` of `images`. Shared with the serving export."""
         from keras_fpn.detection.decoder import decode_detections
@@ -382,84 +311,11 @@ class RetinaNet(Detector):
         )
         return detections
 
-    def predict_step(self, data):
-        images = check_images(data[0] if isinstance(data, (tuple, list)) else data, 2 ** self.backbone.max_level)
-        y_pred, level_shapes = self.forward_with_level_shapes(images)
-        return self.decode_predictions(y_pred, images, level_shapes)
-
-    # -- precision -----------------------------------------------------------------------------------------------
-
-    def with_dtype(self, dtype="bfloat16"):
-        """A copy of this model whose layers keep their weights in, and compute in, `dtype`: the fast inference
-        path on hardware with native bfloat16 (recent x86 CPUs with AVX512-BF16 or AMX, TPUs, Ampere+ GPUs).
-
-        Every layer, the backbone's included, is rebuilt with the `dtype` policy and given this model's weights,
-        cast once. Raw outputs stay float32 and decoding and NMS run in float32, so `predict`, `evaluate_coco`
-        and `export_saved_model` work on the copy unchanged (the SavedModel then stores `dtype` weights). Measured
-        on the project's 2-core AVX512-BF16 CPU: ResNet50-FPN at 640x640 1.7x faster than float32, the shapes
-        model's held-out AP within a few hundredths of a point (`benchmarks/README.md`).
-
-        Args:
-            dtype: a float dtype policy name: `"bfloat16"` (default), `"float16"`, `"float32"`, or a mixed policy
-                (`"mixed_bfloat16"`: float32 weights cast at every call; meant for training).
-
-        Returns:
-            A new, uncompiled `RetinaNet` (this model is unchanged).
-        """
-        name = getattr(dtype, "name", dtype)
-        if name not in ("float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16"):
-            raise ValueError(f"Received dtype={dtype!r}; expected 'bfloat16', 'float16', 'float32', "
-                             "'mixed_bfloat16' or 'mixed_float16'.")
-        policy = keras.dtype_policies.get(name)
-
-        def retyped(config):
-            # A serialized backbone names each layer's policy; every one becomes `dtype`.
-            if isinstance(config, dict):
-                if config.get("class_name") == "DTypePolicy" and isinstance(config.get("config"), dict):
-                    return {**config, "config": {**config["config"], "name": policy.name}}
-                return {key: retyped(value) for key, value in config.items()}
-            if isinstance(config, list):
-                return [retyped(value) for value in config]
-            return config
-
-        previous = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(policy)
-        try:
-            copy = type(self).from_config(retyped(self.get_config()))
-        finally:
-            keras.config.set_dtype_policy(previous)
-        copy.set_weights(self.get_weights())
-        return copy
-
-    # -- presets -----------------------------------------------------------------------------------------------
-
     @classmethod
-    def from_preset(cls, name, num_classes=None, backbone_weights="preset", **kwargs):
-        """Builds the named configuration of the model zoo (`keras_fpn.models.list()`), or of a JSON record file.
-
-        Args:
-            name: str, a zoo name such as `"retinanet_resnet50_fpn"`, or the path of a record `.json` file.
-            num_classes: int or None. None takes the record's (80 for the COCO models).
-            backbone_weights: `"preset"` (default: the record's, `"imagenet"` for the COCO models), `"imagenet"`,
-                None (random), or a local weights file.
-            **kwargs: further `RetinaNet` arguments, overriding the record's (e.g. `score_threshold`,
-                `input_shape`).
-
-        Example:
-
-        >>> model = RetinaNet.from_preset("retinanet_mobilenetv3small_shapes", num_classes=2)
-        >>> model.num_classes, model.backbone.max_level
-        (2, 5)
-        """
+    def record_kwargs(cls, record):
         from keras_fpn import models
 
-        record = models.get(name)
-        config = models.retinanet_kwargs(record)
-        config["backbone_weights"] = record["backbone"].get("weights") if backbone_weights == "preset" else (
-            backbone_weights)
-        config.setdefault("name", record["name"])
-        config.update(kwargs)
-        return cls(num_classes=record["num_classes"] if num_classes is None else num_classes, **config)
+        return models.retinanet_kwargs(record)
 
     # -- serialization -----------------------------------------------------------------------------------------
 

@@ -44,8 +44,7 @@ def serving_module(model, image_size, pad_to_multiple=None):
         return tf.cond(tf.shape(images)[0] > 0, lambda: run_detector(images, scales, sizes), empty_result)
 
     def run_detector(images, scales, sizes):
-        y_pred, level_shapes = model.forward_with_level_shapes(images)
-        detections = model.decode_predictions(y_pred, images, level_shapes)
+        detections = model.detect(images)
         boxes = bounding_boxes.convert_format(detections["boxes"], model.bounding_box_format, "xyxy",
                                               height=padded[0], width=padded[1])
         # Back to each original image: undo the resize, clip, and normalise to [ymin, xmin, ymax, xmax].
@@ -93,13 +92,13 @@ def serving_module(model, image_size, pad_to_multiple=None):
 
 
 def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_multiple=None):
-    """Exports a `RetinaNet` as a SavedModel that TF Serving serves without keras or keras_fpn installed.
+    """Exports a detector as a SavedModel that TF Serving serves without keras or keras_fpn installed.
 
     Writes TF Serving's layout, `<export_dir>/<version>/saved_model.pb` + `variables/`, with two signatures
     (tag `serve`) that run everything in the graph: decode (`serving_default` only), resize keeping the aspect
     ratio to fit `image_size` and pad to a multiple of the coarsest stride (as `keras_fpn.datasets.detection_pipeline`
     does), the model (whose backbone normalises its own input), box decoding and per-class NMS
-    (`RetinaNet.decode_predictions`, the code `predict` runs), and boxes mapped back to each original image.
+    (the model's `detect`, the code `predict` runs), and boxes mapped back to each original image.
 
     Signatures, input `images`:
         `serving_default`: `string [batch]`, encoded JPEG, PNG, GIF or BMP of any size each (TF Serving's REST API
@@ -118,7 +117,7 @@ def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_
     Only the model's variables are saved, each once (a Keras-3 `model.export` stores each weight twice).
 
     Args:
-        model: a `RetinaNet` (TensorFlow backend).
+        model: a `RetinaNet` or `FasterRCNN` (any `keras_fpn.detection.detector.Detector`; TensorFlow backend).
         export_dir: str, the base folder TF Serving watches (`--model_base_path`).
         version: int or None; default one more than the highest version already there (1 in a new folder).
         image_size: `(height, width)` or int, the size images are resized to fit; default the model's own input

@@ -7,7 +7,7 @@ from keras_fpn.layers.levels import level_key, levels_of
 from keras_fpn.ops.resize import INTERPOLATIONS, resize_to
 
 FUSIONS = ("sum", "concat")
-EXTRA_LEVELS_FROM = ("backbone", "pyramid")
+EXTRA_LEVELS_FROM = ("backbone", "pyramid", "subsample")
 NORMS = (None, "batch", "group")
 
 
@@ -29,7 +29,9 @@ class FeaturePyramid(keras.layers.Layer):
     projection of `C{top}`, resizes each merged map to the runtime height and width of the next finer lateral
     map, and merges the two (`fusion`). A 3x3 conv then smooths every merged map into `P{l}`. Levels above `top`
     up to `max_level` are made by stride-2 3x3 convs, the first from `C{top}` (`extra_levels_from="backbone"`,
-    as in RetinaNet) or `P{top}` (`"pyramid"`), every later one after a ReLU. Input levels outside
+    as in RetinaNet) or `P{top}` (`"pyramid"`), every later one after a ReLU; or, with `"subsample"`, each by
+    taking every other row and column of the level below (stride-2 max pooling with a 1x1 window: the FPN
+    paper's P6 for its RPN, detectron2's and torchvision's `LastLevelMaxPool`; no weights). Input levels outside
     `[min_level, max_level]` are ignored.
 
     The top-down resize follows the lateral map's runtime shape, so odd and non-square sizes (C3 25x33, C4 13x17,
@@ -44,7 +46,8 @@ class FeaturePyramid(keras.layers.Layer):
             followed by a 1x1 conv back to `num_channels`.
         upsampling: str, default `"nearest"`. Interpolation of the top-down path: `"nearest"` or `"bilinear"`.
         extra_levels_from: str, default `"backbone"`. Source of the first extra level: `"backbone"` (P6 from
-            C5, the RetinaNet paper) or `"pyramid"` (P6 from P5).
+            C5 by a stride-2 conv, the RetinaNet paper), `"pyramid"` (from P5 by a stride-2 conv) or
+            `"subsample"` (P5 subsampled by 2, the FPN paper's RPN and Faster R-CNN).
         norm: None, `"batch"` or `"group"`, default None. Normalization after every conv; convs lose their bias
             when it is set.
         norm_groups: int, default 32. Groups of `"group"` normalization; must divide `num_channels`.
@@ -216,6 +219,8 @@ class FeaturePyramid(keras.layers.Layer):
         if self.extra_levels_from == "pyramid":
             top_shape = (*top_shape[:3], self.num_channels)
         for level in range(self._top_level + 1, self.max_level + 1):
+            if self.extra_levels_from == "subsample":
+                break
             key = level_key("P", level)
             self.extra_convs[key] = self._conv(f"extra_{key}", 3, strides=2)
             self.extra_convs[key].build(top_shape)
@@ -276,6 +281,10 @@ class FeaturePyramid(keras.layers.Layer):
         x = inputs[level_key("C", top)] if self.extra_levels_from == "backbone" else outputs[level_key("P", top)]
         for level in range(top + 1, self.max_level + 1):
             key = level_key("P", level)
+            if self.extra_levels_from == "subsample":
+                x = x[:, ::2, ::2, :]  # = max pooling, window 1, stride 2: sizes ceil(n / 2) like the convs
+                outputs[key] = x
+                continue
             if level > top + 1:
                 x = ops.relu(x)  # RetinaNet: "ReLU followed by a 3x3 stride-2 conv on P6"
             x = self._apply(self.extra_convs[key], self.extra_norms[key], x, training)

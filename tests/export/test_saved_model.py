@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason
 
 import tensorflow as tf  # noqa: E402
 
-from keras_fpn import RetinaNet  # noqa: E402
+from keras_fpn import FasterRCNN, RetinaNet  # noqa: E402
 from keras_fpn.datasets import resize_and_pad  # noqa: E402
 from keras_fpn.datasets.records import decode_image  # noqa: E402
 from keras_fpn.export import SERVING_OUTPUTS, export_saved_model  # noqa: E402
@@ -165,6 +165,20 @@ def test_image_size_required_for_any_size_models(model, tmp_path):
 
 
 def test_served_in_a_process_without_keras_matches_predict(model, exported, raccoon, tmp_path):
+    check_served_without_keras(model, exported, raccoon, tmp_path)
+
+
+def test_faster_rcnn_served_in_a_process_without_keras_matches_predict(raccoon, tmp_path):
+    """The same export and serving code for the two-stage detector: proposals, RoIAlign and NMS in the graph."""
+    from tests.testing import tiny_convnet
+
+    detector = FasterRCNN(num_classes=2, backbone=tiny_convnet(), backbone_weights=None, num_channels=16,
+                          head_dim=32, rpn_pre_nms_topk_test=100, rpn_post_nms_topk_test=50)
+    exported = export_saved_model(detector, str(tmp_path / "export"), image_size=IMAGE_SIZE)
+    check_served_without_keras(detector, exported, raccoon, tmp_path)
+
+
+def check_served_without_keras(model, exported, raccoon, tmp_path):
     jpegs = [open(os.path.join(raccoon, "images", name), "rb").read() for name in RACCOONS]
     photo = decode_image(jpegs[0]).numpy()
     gray_png = tf.io.encode_png(tf.image.rgb_to_grayscale(photo)).numpy()
