@@ -14,7 +14,15 @@ from keras_fpn import RetinaNet, models
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REQUIRED = ("retinanet_resnet50_fpn", "retinanet_resnet101_fpn", "retinanet_mobilenetv3large_fpn",
-            "retinanet_efficientnetv2b0_fpn", "retinanet_convnext_tiny_fpn", "retinanet_mobilenetv3small_shapes")
+            "retinanet_efficientnetv2b0_fpn", "retinanet_convnext_tiny_fpn", "retinanet_mobilenetv3small_shapes",
+            "fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenetv3small_shapes")
+# The models trained here, and the command that measured their AP.
+TRAINED = {
+    "retinanet_mobilenetv3small_shapes": "bash scripts/main_job.sh",
+    "fasterrcnn_mobilenetv3small_shapes": "keras-fpn train --model fasterrcnn_mobilenetv3small_shapes --dataset shapes "
+                                          "--output-dir runs/frcnn_shapes && keras-fpn evaluate runs/frcnn_shapes "
+                                          "--dataset shapes",
+}
 
 
 def _zoo_table_script():
@@ -33,11 +41,22 @@ def test_the_zoo_lists_every_record_in_models_folder():
 @pytest.mark.parametrize("name", REQUIRED)
 def test_record_builds_its_model_with_the_recorded_parameter_count(name):
     record = models.get(name)
-    model = RetinaNet.from_preset(name, backbone_weights=None)
+    model = models.build(name, backbone_weights=None)
+    assert type(model).__name__ == {"retinanet": "RetinaNet", "fasterrcnn": "FasterRCNN"}[
+        record.get("architecture", "retinanet")]
     assert model.num_classes == record["num_classes"]
     assert model.backbone.min_level == record["pyramid"]["min_level"]
     assert model.backbone.max_level == record["pyramid"]["max_level"]
-    assert model.head_depth == record["head"]["depth"] and model.head_filters == record["head"]["filters"]
+    if "head" in record:
+        assert model.head_depth == record["head"]["depth"] and model.head_filters == record["head"]["filters"]
+    for key, value in record.get("roi_heads", {}).items():
+        if key in ("pool_size", "sampling_ratio", "head_dim", "box_weights"):
+            assert getattr(model, key) == (tuple(value) if isinstance(value, list) else value), key
+        elif key != "source":
+            assert getattr(model, f"roi_{key}") == value, key
+    for key, value in record.get("rpn", {}).items():
+        if key != "source":
+            assert getattr(model, f"rpn_{key}") == value, key
     assert model.anchor_scale == record["anchors"]["size"]
     figures = record["figures"]
     assert figures["parameters"] == model.count_params(), "re-run python benchmarks/zoo_figures.py --write"
@@ -71,10 +90,22 @@ def test_table_changes_when_a_record_changes(monkeypatch):
 def test_only_the_trained_model_claims_an_ap():
     for name in models.list():
         ap = models.get(name)["figures"]["ap"]
-        if name == "retinanet_mobilenetv3small_shapes":
-            assert 0 < ap["AP"] < ap["AP50"] <= 1 and ap["measured_with"] == "bash scripts/main_job.sh"
+        if name in TRAINED:
+            assert 0 < ap["AP"] < ap["AP50"] <= 1 and ap["measured_with"] == TRAINED[name]
         else:
             assert ap is None, f"{name} was not trained here"
+
+
+def test_build_picks_the_class_a_record_names_and_from_preset_refuses_another():
+    from keras_fpn import FasterRCNN
+
+    assert isinstance(models.build("fasterrcnn_mobilenetv3small_shapes", num_classes=2), FasterRCNN)
+    with pytest.raises(ValueError, match="is a fasterrcnn record; build it with keras_fpn.models.build"):
+        RetinaNet.from_preset("fasterrcnn_mobilenetv3small_shapes")
+    record = models.get("fasterrcnn_mobilenetv3small_shapes")
+    record["head"] = {"filters": 8}
+    with pytest.raises(ValueError, match=r"unknown fields \['head'\]"):
+        models._check(record, "mine")
 
 
 def test_unknown_name_suggests_the_closest():
