@@ -33,6 +33,19 @@ def test_readme_retinanet_example_runs():
     assert detections["boxes"].shape == (8, 100, 4) and detections["num_detections"].shape == (8,)
 
 
+def test_readme_faster_rcnn_example_runs():
+    import keras
+    import pytest
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("proposals, RoIAlign and NMS use TensorFlow ops")
+    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "FasterRCNN(" in b)
+    namespace = {}
+    exec(compile(example, "README.md (Faster R-CNN example)", "exec"), namespace)
+    detections = namespace["detections"]
+    assert detections["boxes"].shape == (8, 100, 4) and detections["num_detections"].shape == (8,)
+
+
 def test_readme_data_example_runs(raccoon, tmp_path, monkeypatch):
     import keras
     import pytest
