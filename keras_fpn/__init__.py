@@ -1,4 +1,4 @@
-"""keras_fpn: Feature Pyramid Networks, RetinaNet and Faster R-CNN for Keras 3."""
+"""keras_fpn: Feature Pyramid Networks, RetinaNet, Faster R-CNN and Mask R-CNN for Keras 3."""
 
 import importlib
 import os
@@ -12,6 +12,7 @@ _EXPORTS = {
     "FPNBackbone": "keras_fpn.backbones.fpn_backbone",
     "FasterRCNN": "keras_fpn.detection.faster_rcnn",
     "FeaturePyramid": "keras_fpn.layers.feature_pyramid",
+    "MaskRCNN": "keras_fpn.detection.mask_rcnn",
     "PredictionHead": "keras_fpn.detection.prediction_head",
     "RetinaNet": "keras_fpn.detection.retinanet",
     "export_saved_model": "keras_fpn.export.saved_model",

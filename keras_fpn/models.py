@@ -32,6 +32,7 @@ _SECTIONS = {
     "head": dict,
     "rpn": dict,
     "roi_heads": dict,
+    "mask_head": dict,
     "anchors": dict,
     "detection": dict,
     "training": dict,
@@ -47,6 +48,7 @@ _FIELDS = {
             "source"},
     "roi_heads": {"min_level", "max_level", "pool_size", "sampling_ratio", "batch_size_per_image",
                   "positive_fraction", "positive_iou", "head_dim", "box_weights", "smooth_l1_beta", "source"},
+    "mask_head": {"pool_size", "filters", "depth", "source"},
     "detection": {"positive_iou", "negative_iou", "box_loss", "smooth_l1_beta", "box_loss_weight", "focal_alpha",
                   "focal_gamma", "score_threshold", "pre_nms_topk", "nms_iou_threshold", "max_detections"},
     "training": {"batch_size", "epochs", "steps", "optimizer", "learning_rate", "weight_decay", "global_clipnorm",
@@ -60,9 +62,11 @@ _REQUIRED = ("name", "description", "dataset", "num_classes", "input_size", "bac
 ARCHITECTURES = {
     "retinanet": ("keras_fpn.detection.retinanet", "RetinaNet"),
     "fasterrcnn": ("keras_fpn.detection.faster_rcnn", "FasterRCNN"),
+    "maskrcnn": ("keras_fpn.detection.mask_rcnn", "MaskRCNN"),
 }
-_REQUIRED_BY_ARCHITECTURE = {"retinanet": ("head",), "fasterrcnn": ()}
-_ONLY_FOR = {"head": "retinanet", "rpn": "fasterrcnn", "roi_heads": "fasterrcnn"}
+_REQUIRED_BY_ARCHITECTURE = {"retinanet": ("head",), "fasterrcnn": (), "maskrcnn": ()}
+_ONLY_FOR = {"head": {"retinanet"}, "rpn": {"fasterrcnn", "maskrcnn"},
+             "roi_heads": {"fasterrcnn", "maskrcnn"}, "mask_head": {"maskrcnn"}}
 
 
 def _zoo_dir():
@@ -78,7 +82,7 @@ def _check(record, source):
         raise ValueError(f"{source}: architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}.")
     missing = [key for key in _REQUIRED + _REQUIRED_BY_ARCHITECTURE[architecture] if key not in record]
     unknown = sorted(set(record) - set(_SECTIONS))
-    unknown += sorted(key for key, owner in _ONLY_FOR.items() if key in record and owner != architecture)
+    unknown += sorted(key for key, owners in _ONLY_FOR.items() if key in record and architecture not in owners)
     if missing or unknown:
         raise ValueError(f"{source}: missing fields {missing}, unknown fields {unknown}; "
                          f"expected the fields {sorted(_SECTIONS)}.")

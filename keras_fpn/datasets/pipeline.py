@@ -49,6 +49,18 @@ def resize_and_pad(image, boxes, image_size=None, pad_to_multiple=1, keep_aspect
     return image, boxes, scale
 
 
+def resize_and_pad_masks(masks, scale, padded_shape):
+    """Instance masks `[num, H, W]` (uint8 or bool) resized as `resize_and_pad` resized their image (`scale`, its
+    third output) and padded to the padded image's `[height, width]`; bilinear then thresholded at 0.5, uint8."""
+    import tensorflow as tf
+
+    original = tf.cast(tf.shape(masks)[1:3], tf.float32)
+    resized = tf.maximum(tf.cast(tf.round(original * scale), tf.int32), 1)
+    masks = tf.image.resize(tf.cast(masks, tf.float32)[..., None], resized, method="bilinear")
+    masks = tf.image.pad_to_bounding_box(masks, 0, 0, padded_shape[0], padded_shape[1])
+    return tf.cast(masks[..., 0] >= 0.5, tf.uint8)
+
+
 def detection_pipeline(data, batch_size, image_size=(512, 512), pad_to_multiple=128, keep_aspect_ratio=True,
                        augmentation=None, shuffle=False, repeat=False, with_image_info=False,
                        drop_remainder=False, cache=False, seed=None):
@@ -79,7 +91,8 @@ def detection_pipeline(data, batch_size, image_size=(512, 512), pad_to_multiple=
 
     Returns:
         `tf.data.Dataset` of `(images float32 [batch, H, W, 3] in [0, 255], {"boxes": float32 [batch, M, 4] pixel
-        xyxy, "labels": int32 [batch, M]} + image info)`, prefetched.
+        xyxy, "labels": int32 [batch, M]} + image info)`, prefetched. Instance masks in the data (`"masks"`
+        uint8 `[num_boxes, H, W]` per image) are resized and padded with their images, `[batch, M, H, W]`.
     """
     import tensorflow as tf
 
@@ -96,6 +109,8 @@ def detection_pipeline(data, batch_size, image_size=(512, 512), pad_to_multiple=
         image, boxes, scale = resize_and_pad(image, targets["boxes"], image_size, pad_to_multiple,
                                              keep_aspect_ratio)
         prepared = {"boxes": boxes, "labels": tf.cast(targets["labels"], tf.int32)}
+        if "masks" in targets:
+            prepared["masks"] = resize_and_pad_masks(targets["masks"], scale, tf.shape(image)[:2])
         if with_image_info:
             prepared["image_size"] = original
             prepared["scale"] = scale
@@ -118,6 +133,16 @@ def detection_pipeline(data, batch_size, image_size=(512, 512), pad_to_multiple=
     image_shape = [None, None, 3] if image_size is None else [*padded_size(image_size, pad_to_multiple), 3]
     padded_shapes = (image_shape, {"boxes": [None, 4], "labels": [None]})
     padding_values = (0.0, {"boxes": 0.0, "labels": -1})
+    with_masks = "masks" in dataset.element_spec[1]
+    if with_masks:
+        if augmentation is not None:
+            raise ValueError("Received augmentation with instance masks in the targets; the augmentation moves boxes "
+                             "but not masks yet, so it would misalign them. Pass augmentation=None for mask data.")
+        if image_size is None and pad_to_multiple > 1:
+            raise ValueError("Received image_size=None with instance masks; expected an image_size, so that masks "
+                             "are padded with their images.")
+        padded_shapes[1]["masks"] = [None, *image_shape[:2]]
+        padding_values[1]["masks"] = tf.constant(0, tf.uint8)
     if with_image_info:
         padded_shapes[1].update(image_size=[2], scale=[2])
         padding_values[1].update(image_size=0, scale=1.0)

@@ -6,6 +6,7 @@ SHAPE_CLASSES = ("rectangle", "ellipse", "triangle")
 
 
 def _draw(image, kind, box, color):
+    """Draws one shape filling `box` and returns its mask inside the box (bool `[y2 - y1, x2 - x1]`)."""
     x1, y1, x2, y2 = box
     ys, xs = np.mgrid[y1:y2, x1:x2]
     if kind == "rectangle":
@@ -17,9 +18,11 @@ def _draw(image, kind, box, color):
         u = (ys - y1 + 0.5) / (y2 - y1)
         mask = np.abs(xs + 0.5 - (x1 + x2) / 2) <= u * (x2 - x1) / 2
     image[y1:y2, x1:x2][mask] = color
+    return mask
 
 
-def generate_shapes(num_images, image_size=128, max_objects=4, min_size=12, max_size=None, seed=0):
+def generate_shapes(num_images, image_size=128, max_objects=4, min_size=12, max_size=None, seed=0,
+                    with_masks=False):
     """Generates images with up to `max_objects` non-overlapping shapes each, deterministic by `seed`.
 
     Args:
@@ -29,11 +32,14 @@ def generate_shapes(num_images, image_size=128, max_objects=4, min_size=12, max_
         min_size: int, the smallest object side in pixels (small objects included on purpose).
         max_size: int, the largest side; default 3/4 of the smaller image side.
         seed: int.
+        with_masks: bool, default False. Also return each object's exact instance mask (objects never overlap).
 
     Returns:
         `(images uint8 [num_images, height, width, 3], boxes float32 [num_images, max_objects, 4] pixel xyxy,
-        labels int32 [num_images, max_objects])`, padded with boxes 0 and labels -1. Class `i` is
-        `SHAPE_CLASSES[i]`. Box sides are drawn log-uniformly between `min_size` and `max_size`.
+        labels int32 [num_images, max_objects])`, padded with boxes 0 and labels -1, and with `with_masks`
+        `masks uint8 [num_images, max_objects, height, width]` (1 inside the object, all 0 for padding). Class `i`
+        is `SHAPE_CLASSES[i]`. Box sides are drawn log-uniformly between `min_size` and `max_size`. The same seed
+        gives the same images with or without masks.
     """
     height, width = (image_size, image_size) if np.isscalar(image_size) else image_size
     max_size = max_size or int(0.75 * min(height, width))
@@ -41,6 +47,7 @@ def generate_shapes(num_images, image_size=128, max_objects=4, min_size=12, max_
     images = np.empty((num_images, height, width, 3), np.uint8)
     boxes = np.zeros((num_images, max_objects, 4), np.float32)
     labels = -np.ones((num_images, max_objects), np.int32)
+    masks = np.zeros((num_images, max_objects, height, width), np.uint8) if with_masks else None
     for n in range(num_images):
         background = rng.integers(0, 256, 3)
         noise = rng.normal(0, 12, (height, width, 1))
@@ -62,27 +69,30 @@ def generate_shapes(num_images, image_size=128, max_objects=4, min_size=12, max_
             while np.abs(color - background).sum() < 150:  # keep every object visible on its background
                 color = rng.integers(0, 256, 3)
             label = rng.integers(0, len(SHAPE_CLASSES))
-            _draw(image, SHAPE_CLASSES[label], box, color)
+            mask = _draw(image, SHAPE_CLASSES[label], box, color)
+            if with_masks:
+                masks[n, len(placed), box[1]:box[3], box[0]:box[2]] = mask
             boxes[n, len(placed)] = box
             labels[n, len(placed)] = label
             placed.append(box)
         images[n] = image
-    return images, boxes, labels
+    return (images, boxes, labels, masks) if with_masks else (images, boxes, labels)
 
 
 def shapes_dataset(num_images, batch_size=8, image_size=128, max_objects=4, min_size=12, max_size=None, seed=0,
-                   shuffle=False, repeat=False):
+                   shuffle=False, repeat=False, with_masks=False):
     """The shapes images as a `tf.data.Dataset` of `(images float32 [B, H, W, 3], {"boxes", "labels"})`.
 
-    Images are raw RGB in [0, 255]; boxes are pixel `xyxy`, padded with label -1. Use different seeds for
-    training and held-out splits.
+    Images are raw RGB in [0, 255]; boxes are pixel `xyxy`, padded with label -1; with `with_masks` the targets
+    also hold `"masks"` uint8 `[B, max_objects, H, W]`. Use different seeds for training and held-out splits.
     """
     import tensorflow as tf
 
-    images, boxes, labels = generate_shapes(num_images, image_size, max_objects, min_size, max_size, seed)
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (images.astype(np.float32), {"boxes": boxes, "labels": labels})
-    )
+    generated = generate_shapes(num_images, image_size, max_objects, min_size, max_size, seed, with_masks)
+    targets = {"boxes": generated[1], "labels": generated[2]}
+    if with_masks:
+        targets["masks"] = generated[3]
+    dataset = tf.data.Dataset.from_tensor_slices((generated[0].astype(np.float32), targets))
     if shuffle:
         dataset = dataset.shuffle(num_images, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -90,8 +100,9 @@ def shapes_dataset(num_images, batch_size=8, image_size=128, max_objects=4, min_
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def load_shapes(num_images, image_size=128, max_objects=4, seed=0):
-    """Generated shapes as `DetectionData`, the form every reader returns (uint8 images, unpadded boxes).
+def load_shapes(num_images, image_size=128, max_objects=4, seed=0, with_masks=False):
+    """Generated shapes as `DetectionData`, the form every reader returns (uint8 images, unpadded boxes; with
+    `with_masks`, also `"masks"` uint8 `[num_boxes, H, W]`).
 
     Class names are `SHAPE_CLASSES`. Use different seeds for training and held-out splits.
     """
@@ -99,11 +110,14 @@ def load_shapes(num_images, image_size=128, max_objects=4, seed=0):
 
     from keras_fpn.datasets.records import DetectionData
 
-    images, boxes, labels = generate_shapes(num_images, image_size, max_objects, seed=seed)
+    generated = generate_shapes(num_images, image_size, max_objects, seed=seed, with_masks=with_masks)
+    targets = {"boxes": generated[1], "labels": generated[2]}
+    if with_masks:
+        targets["masks"] = generated[3]
 
     def unpad(image, targets):
         keep = targets["labels"] >= 0
-        return image, {"boxes": tf.boolean_mask(targets["boxes"], keep), "labels": tf.boolean_mask(targets["labels"], keep)}
+        return image, {key: tf.boolean_mask(value, keep) for key, value in targets.items()}
 
-    dataset = tf.data.Dataset.from_tensor_slices((images, {"boxes": boxes, "labels": labels})).map(unpad)
+    dataset = tf.data.Dataset.from_tensor_slices((generated[0], targets)).map(unpad)
     return DetectionData(dataset, SHAPE_CLASSES, num_images)

@@ -341,19 +341,27 @@ class FasterRCNN(Detector):
         rpn_objectness_loss, rpn_box_loss = self._rpn_loss(y_pred, anchors, boxes, labels)
 
         proposals, _, valid = self._proposals(y_pred, anchors, per_level, height, width, training=True)
-        rois, roi_labels, roi_targets, roi_valid = self._sample_rois(proposals, valid, boxes, labels)
+        rois, roi_labels, roi_targets, roi_valid, roi_gt_index = self._sample_rois(proposals, valid, boxes, labels)
         logits, deltas = self.box_head(y_pred, rois)
         classification_loss, box_loss = self._roi_loss(logits, deltas, roi_labels, roi_targets, roi_valid)
+        losses = {"rpn_objectness_loss": rpn_objectness_loss, "rpn_box_loss": rpn_box_loss,
+                  "classification_loss": classification_loss, "box_loss": box_loss}
+        losses.update(self.extra_losses(y, y_pred, rois, roi_labels, roi_valid, roi_gt_index))
 
         replicas = num_replicas()
-        for name, value in (("rpn_objectness_loss", rpn_objectness_loss), ("rpn_box_loss", rpn_box_loss),
-                            ("classification_loss", classification_loss), ("box_loss", box_loss)):
+        for name, value in losses.items():
             getattr(self, f"{name}_tracker").update_state(value * replicas)
         self.dropped_boxes_tracker.update_state(dropped)
-        loss = rpn_objectness_loss + rpn_box_loss + classification_loss + box_loss
+        loss = sum(losses.values())
         if self.losses:
             loss = loss + ops.sum(self.losses) / replicas
         return loss
+
+    def extra_losses(self, y, y_pred, rois, roi_labels, roi_valid, roi_gt_index):
+        """Losses of heads a subclass adds on the sampled RoIs (Mask R-CNN's mask head), by name; each needs a
+        `{name}_tracker` metric. `rois [batch, S, 4]` pixel xyxy, positives first; `roi_labels` (num_classes for
+        background), `roi_valid` and `roi_gt_index` (the ground-truth box each RoI matched) `[batch, S]`."""
+        return {}
 
     def _rpn_loss(self, y_pred, anchors, boxes, labels):
         """Objectness BCE and smooth-L1 over the sampled anchors, both divided by the number sampled."""
@@ -379,7 +387,8 @@ class FasterRCNN(Detector):
         image with at most `roi_positive_fraction` positives (IoU >= roi_positive_iou).
 
         Returns `(rois [batch, S, 4], labels [batch, S] (num_classes = background), box targets [batch, S, 4],
-        valid [batch, S])` with `S = roi_batch_size_per_image`.
+        valid [batch, S], matched ground-truth index [batch, S])` with `S = roi_batch_size_per_image`; the
+        positives come first.
         """
         gt_valid = labels >= 0
         rois = ops.concatenate([proposals, boxes], axis=1)
@@ -405,7 +414,8 @@ class FasterRCNN(Detector):
         gt_boxes = ops.take_along_axis(boxes, gt_index[..., None], axis=1)
         gt_boxes = ops.where(sampled_positive[..., None], gt_boxes, sampled_rois)
         targets = encode_deltas(sampled_rois, gt_boxes, self.box_weights)
-        return ops.stop_gradient(sampled_rois), sampled_labels, ops.stop_gradient(targets), sampled_valid
+        return (ops.stop_gradient(sampled_rois), sampled_labels, ops.stop_gradient(targets), sampled_valid,
+                gt_index)
 
     def _roi_loss(self, logits, deltas, roi_labels, targets, roi_valid):
         """Softmax cross-entropy over the sampled RoIs; smooth-L1 of the ground-truth class's deltas on the
@@ -424,6 +434,12 @@ class FasterRCNN(Detector):
     # -- inference ----------------------------------------------------------------------------------------------
 
     def detect(self, images):
+        detections, _ = self.detect_with_features(images)
+        return detections
+
+    def detect_with_features(self, images):
+        """`detect`'s detections (boxes in `bounding_box_format`) and the pyramid they came from, with the
+        detections' pixel xyxy boxes as `"pixel_boxes"` in the second result (for heads run on detections)."""
         y_pred = self(images, training=False)
         height, width = self._image_size(images)
         anchors, per_level = self.anchors_from(y_pred)
@@ -432,9 +448,10 @@ class FasterRCNN(Detector):
         detections = decode_roi_detections(
             proposals, valid, logits, deltas, height, width, self.box_weights, self.score_threshold,
             self.nms_iou_threshold, self.max_detections)
-        detections["boxes"] = bounding_boxes.convert_format(detections["boxes"], "xyxy", self.bounding_box_format,
+        pixel_boxes = detections["boxes"]
+        detections["boxes"] = bounding_boxes.convert_format(pixel_boxes, "xyxy", self.bounding_box_format,
                                                             height=height, width=width)
-        return detections
+        return detections, {**y_pred, "pixel_boxes": pixel_boxes}
 
     # -- presets and serialization ------------------------------------------------------------------------------
 

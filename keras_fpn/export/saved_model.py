@@ -33,11 +33,16 @@ def serving_module(model, image_size, pad_to_multiple=None):
         resized, _, scale = resize_and_pad(image, tf.zeros([0, 4]), image_size, multiple)
         return resized, scale, tf.shape(image)[:2]
 
+    mask_size = getattr(model, "mask_resolution", None)  # detectors with a mask head serve detection_masks
+
     def empty_result():
-        return {"detection_boxes": tf.zeros([0, model.max_detections, 4]),
-                "detection_scores": tf.zeros([0, model.max_detections]),
-                "detection_classes": tf.zeros([0, model.max_detections]),
-                "num_detections": tf.zeros([0])}
+        result = {"detection_boxes": tf.zeros([0, model.max_detections, 4]),
+                  "detection_scores": tf.zeros([0, model.max_detections]),
+                  "detection_classes": tf.zeros([0, model.max_detections]),
+                  "num_detections": tf.zeros([0])}
+        if mask_size:
+            result["detection_masks"] = tf.zeros([0, model.max_detections, mask_size, mask_size])
+        return result
 
     def detect(images, scales, sizes):
         # An empty batch answers an empty result: convolutions of oneDNN's CPU kernels reject batch 0.
@@ -56,12 +61,16 @@ def serving_module(model, image_size, pad_to_multiple=None):
         x2 = tf.clip_by_value(boxes[..., 2] / x_scale, 0.0, width) / width
         y2 = tf.clip_by_value(boxes[..., 3] / y_scale, 0.0, height) / height
         valid = detections["labels"] >= 0
-        return {
+        result = {
             "detection_boxes": tf.where(valid[..., None], tf.stack([y1, x1, y2, x2], axis=-1), 0.0),
             "detection_scores": tf.where(valid, detections["scores"], 0.0),
             "detection_classes": tf.cast(tf.where(valid, detections["labels"] + 1, 0), tf.float32),
             "num_detections": tf.cast(detections["num_detections"], tf.float32),
         }
+        if mask_size:
+            # Box-relative, so no rescaling: the Object Detection API's and Model Garden's convention.
+            result["detection_masks"] = tf.cast(detections["masks"], tf.float32)
+        return result
 
     class DetectorModule(tf.Module):
         def __init__(self):
@@ -106,7 +115,9 @@ def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_
         `image_tensor`: `uint8 [batch, height, width, 3]`, any size (another channel count is answered with
             "expected 3 channels (RGB), received N").
 
-    Outputs (the TensorFlow Object Detection API's names and conventions, so its clients work unchanged):
+    Outputs (the TensorFlow Object Detection API's names and conventions, so its clients work unchanged; a
+    `MaskRCNN` adds `detection_masks`, `[batch, 100, 28, 28]` probabilities relative to each detection's box, which
+    `keras_fpn.detection.paste_masks` or any Object Detection API client pastes into the image):
         `detection_boxes`: float32 `[batch, max_detections, 4]`, `[ymin, xmin, ymax, xmax]` relative to the
             original image (0..1).
         `detection_scores`: float32 `[batch, max_detections]`, sorted, 0 past `num_detections`.
