@@ -138,12 +138,14 @@ def _train(args):
         print(f"{args.strategy} strategy: {strategy.num_replicas_in_sync} replicas; the batch size is split across "
               "them", flush=True)
     print(f"Reading {args.dataset} ({args.train_split})...", flush=True)
-    train = load_dataset(args.dataset, args.train_split, max_images=args.max_images, image_size=image_size[0])
+    masks = models.architecture_class(record).uses_masks
+    train = load_dataset(args.dataset, args.train_split, max_images=args.max_images, image_size=image_size[0],
+                         with_masks=masks)
     val = None
     val_spec = args.val_dataset or ("shapes" if args.dataset == "shapes" else None)
     if val_spec and args.eval_every:
         val = load_dataset(val_spec, args.val_split, class_names=train.class_names, max_images=args.max_val_images,
-                           image_size=image_size[0])
+                           image_size=image_size[0], with_masks=masks)
     if val is not None and tuple(val.class_names) != tuple(train.class_names):
         raise ValueError(f"The validation classes {val.class_names} differ from the training classes "
                          f"{train.class_names}.")
@@ -193,7 +195,7 @@ def _evaluate(args):
     model = _with_dtype(model, args.dtype)
     image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
     data = load_dataset(args.dataset, args.split, class_names=run.get("class_names"), max_images=args.max_images,
-                        image_size=image_size[0])
+                        image_size=image_size[0], with_masks=model.uses_masks)
     if run.get("class_names") and tuple(data.class_names) != tuple(run["class_names"]):
         raise ValueError(f"{args.dataset} has classes {list(data.class_names)}; the model was trained on "
                          f"{run['class_names']}.")
@@ -201,9 +203,14 @@ def _evaluate(args):
                                  with_image_info=True)
     print(f"Evaluating {args.run_path} on {args.dataset} ({data.num_images or '?'} images at {image_size})...",
           flush=True)
-    metrics = evaluate_coco(model, batches, data.class_names, per_class=True, verbose=1 if args.progress else 0)
+    metrics = evaluate_coco(model, batches, data.class_names, per_class=True, verbose=1 if args.progress else 0,
+                            iou_type=("bbox", "segm") if model.uses_masks else "bbox")
     print(f"\nCOCO metrics (pycocotools, original image coordinates) on {args.dataset}:")
     _print_metrics(metrics, data.class_names)
+    if model.uses_masks:
+        print("\nmask (segm) metrics:")
+        _print_metrics({key[len("mask_"):]: value for key, value in metrics.items() if key.startswith("mask_")},
+                       data.class_names)
     return 0
 
 

@@ -13,8 +13,25 @@ def _name(label, class_names):
     return class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
 
 
+def _overlay_masks(image, masks, boxes, labels, scores, score_threshold):
+    """The image with each drawn detection's mask (box-relative `[S, S]` probabilities) tinted in."""
+    from keras_fpn.detection.mask_rcnn import paste_masks
+
+    image = np.clip(np.asarray(image, np.float32), 0, 255)
+    keep = [i for i, (label, score) in enumerate(zip(labels, scores)) if label >= 0 and score >= score_threshold]
+    if not keep:
+        return image
+    pasted = np.asarray(paste_masks(np.asarray(masks, np.float32)[None, keep], np.asarray(boxes, np.float32)[None, keep],
+                                    image.shape[0], image.shape[1]))[0]
+    colors = np.array([[255, 23, 68], [41, 121, 255], [255, 196, 0], [0, 200, 83], [170, 0, 255]], np.float32)
+    for k, mask in enumerate(pasted):
+        inside = mask.astype(bool)
+        image[inside] = 0.5 * image[inside] + 0.5 * colors[k % len(colors)]
+    return image
+
+
 def draw_boxes(axes, image, boxes=None, labels=None, scores=None, class_names=None, color=DETECTION_COLOR,
-               ground_truth=None, score_threshold=0.0):
+               ground_truth=None, score_threshold=0.0, masks=None):
     """Draws one image on matplotlib `axes` with labelled boxes.
 
     Args:
@@ -25,9 +42,14 @@ def draw_boxes(axes, image, boxes=None, labels=None, scores=None, class_names=No
         class_names: sequence of str or None.
         color: matplotlib colour of the detections.
         ground_truth: `(boxes [M, 4], labels [M])` or None, drawn dashed in green; negative labels are padding.
+        masks: `[D, S, S]` box-relative mask probabilities of the detections (a `MaskRCNN`'s), or None; each drawn
+            detection's mask is pasted into the image (`keras_fpn.detection.paste_masks`) and tinted.
     """
     from matplotlib.patches import Rectangle
 
+    if masks is not None and boxes is not None:
+        image = _overlay_masks(image, masks, np.reshape(boxes, (-1, 4)), np.reshape(labels, (-1,)),
+                               np.ones(len(labels)) if scores is None else np.reshape(scores, (-1,)), score_threshold)
     axes.imshow(np.clip(np.asarray(image, np.float32), 0, 255).astype(np.uint8))
     axes.set_axis_off()
 
@@ -56,8 +78,9 @@ def save_detection_grid(path, images, detections=None, ground_truth=None, class_
     Args:
         path: str, the `.png` file to write.
         images: sequence of `[height, width, 3]` images.
-        detections: sequence over images of `(boxes [D, 4], scores [D], labels [D])` pixel xyxy, or a `predict`
-            output dict `{"boxes", "scores", "labels"}`; None draws ground truth only.
+        detections: sequence over images of `(boxes [D, 4], scores [D], labels [D])` pixel xyxy (plus
+            `masks [D, S, S]`), or a `predict` output dict `{"boxes", "scores", "labels"}` (a `MaskRCNN`'s `"masks"`
+            are drawn too); None draws ground truth only.
         ground_truth: sequence over images of `(boxes, labels)`, or a targets dict `{"boxes", "labels"}`; or None.
         class_names: sequence of str or None.
         columns: int, images per row.
@@ -72,7 +95,8 @@ def save_detection_grid(path, images, detections=None, ground_truth=None, class_
 
     images = list(images)
     if isinstance(detections, dict):
-        detections = list(zip(detections["boxes"], detections["scores"], detections["labels"]))
+        keys = ("boxes", "scores", "labels", "masks") if "masks" in detections else ("boxes", "scores", "labels")
+        detections = list(zip(*(detections[key] for key in keys)))
     if isinstance(ground_truth, dict):
         ground_truth = list(zip(ground_truth["boxes"], ground_truth["labels"]))
     columns = max(1, min(columns, len(images)))
@@ -83,10 +107,11 @@ def save_detection_grid(path, images, detections=None, ground_truth=None, class_
         if index >= len(images):
             ax.set_axis_off()
             continue
-        boxes, scores, labels = detections[index] if detections is not None else (None, None, None)
+        found = tuple(detections[index]) if detections is not None else (None, None, None)
+        boxes, scores, labels = found[:3]
         draw_boxes(ax, images[index], boxes, labels, scores, class_names,
                    ground_truth=ground_truth[index] if ground_truth is not None else None,
-                   score_threshold=score_threshold)
+                   score_threshold=score_threshold, masks=found[3] if len(found) > 3 else None)
     if title:
         figure.suptitle(title)
     figure.tight_layout()

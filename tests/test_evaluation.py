@@ -1,5 +1,6 @@
 import contextlib
 import io
+import json
 import os
 
 import keras
@@ -136,3 +137,85 @@ def test_callback_logs_to_history_and_tensorboard(tmp_path):
 def test_callback_rejects_bad_interval():
     with pytest.raises(ValueError, match="every_n_epochs"):
         COCOEvaluation([], every_n_epochs=0)
+
+
+def _segm_case(seed=0, images=4, size=48):
+    """Random instance masks per image and noisy predicted masks (some shifted, some missed, false positives)."""
+    rng = np.random.default_rng(seed)
+    ground_truth, detections = [], []
+    for _ in range(images):
+        count = int(rng.integers(1, 4))
+        masks, boxes = np.zeros((count, size, size), np.uint8), []
+        for k in range(count):
+            x1, y1 = rng.integers(0, size - 12, 2)
+            w, h = rng.integers(6, 12, 2)
+            masks[k, y1:y1 + h, x1:x1 + w] = 1
+            boxes.append([x1, y1, x1 + w, y1 + h])
+        labels = rng.integers(0, 2, count)
+        found = np.roll(masks, shift=int(rng.integers(0, 3)), axis=2)
+        extra = np.zeros((1, size, size), np.uint8)
+        extra[0, :5, :5] = 1
+        found = np.concatenate([found, extra])
+        ground_truth.append((size, size, np.array(boxes, np.float32), labels, masks))
+        detections.append((np.array(boxes + [[0, 0, 5, 5]], np.float32), rng.uniform(0.1, 1.0, count + 1),
+                           np.concatenate([labels, [0]]), found))
+    return ground_truth, detections
+
+
+def test_segm_metrics_equal_pycocotools_run_the_usual_way(tmp_path):
+    from pycocotools import mask as mask_api
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    ground_truth, detections = _segm_case()
+    metrics = coco_metrics(ground_truth, detections, num_classes=2, iou_type="segm")
+    # The usual way: a COCO annotation file with RLE segmentations, results through loadRes.
+    def rle(mask):
+        encoded = mask_api.encode(np.asfortranarray(mask))
+        return {"size": encoded["size"], "counts": encoded["counts"].decode()}
+
+    images, annotations, results = [], [], []
+    for image_id, ((h, w, boxes, labels, masks), (_, scores, found_labels, found)) in enumerate(
+            zip(ground_truth, detections)):
+        images.append({"id": image_id, "height": h, "width": w})
+        for box, label, mask in zip(boxes, labels, masks):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
+                                "segmentation": rle(mask), "area": float(mask.sum()), "iscrowd": 0,
+                                "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]),
+                                         float(box[3] - box[1])]})
+        for score, label, mask in zip(scores, found_labels, found):
+            results.append({"image_id": image_id, "category_id": int(label), "segmentation": rle(mask),
+                            "score": float(score)})
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 0, "name": "0"}, {"id": 1, "name": "1"}]}))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(path))
+        evaluation = COCOeval(coco, coco.loadRes(results), "segm")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    assert 0.1 < metrics["AP"] < 0.95  # neither trivial nor perfect
+    for name, value in zip(METRIC_NAMES, evaluation.stats):
+        assert metrics[name] == pytest.approx(float(value), abs=1e-12), name
+    perfect = [(*d[:3], g[4]) for g, d in zip(ground_truth, [(g[2], np.ones(len(g[3])), g[3]) for g in ground_truth])]
+    assert coco_metrics(ground_truth, perfect, 2, iou_type="segm")["AP"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="iou_type='segm' needs masks"):
+        coco_metrics([g[:4] for g in ground_truth], detections, 2, iou_type="segm")
+    with pytest.raises(ValueError, match="iou_type='keypoints'"):
+        coco_metrics(ground_truth, detections, 2, iou_type="keypoints")
+
+
+def test_evaluate_coco_reports_box_and_mask_ap_of_a_mask_rcnn():
+    from keras_fpn import MaskRCNN
+    from keras_fpn.datasets import detection_pipeline, load_shapes
+    from tests.testing import tiny_convnet
+
+    model = MaskRCNN(3, backbone=tiny_convnet(), backbone_weights=None, num_channels=16, head_dim=32,
+                     mask_head_filters=8, mask_head_depth=1, rpn_pre_nms_topk_test=50, rpn_post_nms_topk_test=20)
+    data = detection_pipeline(load_shapes(4, 64, seed=1, with_masks=True), 2, (80, 80), pad_to_multiple=32,
+                              with_image_info=True)
+    metrics = evaluate_coco(model, data, iou_type=("bbox", "segm"))
+    assert {"AP", "AP50", "mask_AP", "mask_AP50", "mask_AR100"} <= set(metrics)
+    assert all(-1.0 <= value <= 1.0 for value in metrics.values())
+    assert set(evaluate_coco(model, data, iou_type="segm")) == set(METRIC_NAMES)

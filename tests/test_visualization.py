@@ -26,3 +26,15 @@ def test_nothing_drawn_below_threshold(tmp_path):
     detections = [(np.array([[10, 10, 50, 40]]), np.array([0.2]), np.array([0]))]
     picture = imread(save_detection_grid(str(tmp_path / "none.png"), images, detections, score_threshold=0.3))
     assert colour_fraction(picture, (0xFF, 0x17, 0x44)) == 0.0
+
+
+def test_masks_of_a_mask_rcnn_are_tinted_in(tmp_path):
+    images = np.full((1, 64, 64, 3), 40, np.uint8)
+    detections = {"boxes": np.array([[[8, 8, 56, 56]]], np.float32), "scores": np.array([[0.9]]),
+                  "labels": np.array([[0]]), "masks": np.ones((1, 1, 28, 28), np.float32)}
+    with_masks = imread(save_detection_grid(str(tmp_path / "masks.png"), images, detections))
+    detections.pop("masks")
+    without = imread(save_detection_grid(str(tmp_path / "boxes.png"), images, detections))
+    # The tint: half the image's grey (40) and half the first mask colour (255, 23, 68).
+    tint = (0.5 * 40 + 0.5 * 255, 0.5 * 40 + 0.5 * 23, 0.5 * 40 + 0.5 * 68)
+    assert colour_fraction(with_masks, tint) > 0.2 and colour_fraction(without, tint) == 0.0

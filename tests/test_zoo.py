@@ -15,7 +15,7 @@ from keras_fpn import RetinaNet, models
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REQUIRED = ("retinanet_resnet50_fpn", "retinanet_resnet101_fpn", "retinanet_mobilenetv3large_fpn",
             "retinanet_efficientnetv2b0_fpn", "retinanet_convnext_tiny_fpn", "retinanet_mobilenetv3small_shapes",
-            "fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenetv3small_shapes")
+            "fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenetv3small_shapes", "maskrcnn_mobilenetv3small_shapes")
 # The models trained here, and the command that measured their AP.
 TRAINED = {
     "retinanet_mobilenetv3small_shapes": "bash scripts/main_job.sh",
@@ -42,7 +42,7 @@ def test_the_zoo_lists_every_record_in_models_folder():
 def test_record_builds_its_model_with_the_recorded_parameter_count(name):
     record = models.get(name)
     model = models.build(name, backbone_weights=None)
-    assert type(model).__name__ == {"retinanet": "RetinaNet", "fasterrcnn": "FasterRCNN"}[
+    assert type(model).__name__ == {"retinanet": "RetinaNet", "fasterrcnn": "FasterRCNN", "maskrcnn": "MaskRCNN"}[
         record.get("architecture", "retinanet")]
     assert model.num_classes == record["num_classes"]
     assert model.backbone.min_level == record["pyramid"]["min_level"]
@@ -57,6 +57,10 @@ def test_record_builds_its_model_with_the_recorded_parameter_count(name):
     for key, value in record.get("rpn", {}).items():
         if key != "source":
             assert getattr(model, f"rpn_{key}") == value, key
+    for key, value in record.get("mask_head", {}).items():
+        if key != "source":
+            assert getattr(model, {"pool_size": "mask_pool_size", "filters": "mask_head_filters",
+                                   "depth": "mask_head_depth"}[key]) == value, key
     assert model.anchor_scale == record["anchors"]["size"]
     figures = record["figures"]
     assert figures["parameters"] == model.count_params(), "re-run python benchmarks/zoo_figures.py --write"

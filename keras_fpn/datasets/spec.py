@@ -16,7 +16,7 @@ def _limit(data, max_images):
                          max_images if data.num_images is None else min(max_images, data.num_images))
 
 
-def load_dataset(spec, split="train", class_names=None, max_images=None, image_size=128):
+def load_dataset(spec, split="train", class_names=None, max_images=None, image_size=128, with_masks=False):
     """Reads the dataset named by `spec` with the matching `keras_fpn.datasets` reader.
 
     Args:
@@ -31,6 +31,8 @@ def load_dataset(spec, split="train", class_names=None, max_images=None, image_s
             when reading its validation set).
         max_images: int or None, read at most this many images.
         image_size: int, the side of generated shapes images.
+        with_masks: bool, default False. Also read instance masks (for `MaskRCNN`); `shapes` has them, the file
+            readers do not read them yet.
 
     Returns:
         `DetectionData`.
@@ -45,6 +47,9 @@ def load_dataset(spec, split="train", class_names=None, max_images=None, image_s
     from keras_fpn.datasets.voc import load_voc
 
     kind, _, rest = spec.partition(":")
+    if with_masks and kind != "shapes":
+        raise ValueError(f"Received dataset {spec!r} for a model that trains on instance masks; only 'shapes' "
+                         "yields masks so far (the COCO JSON, TFDS and VOC readers read boxes only).")
 
     def existing(path, what):
         if not os.path.exists(path):
@@ -54,7 +59,7 @@ def load_dataset(spec, split="train", class_names=None, max_images=None, image_s
     if kind == "shapes" and not rest:
         num_images, seed = SHAPES.get(split, SHAPES["train"])
         data = load_shapes(num_images if max_images is None else min(num_images, max_images), image_size,
-                           seed=seed)
+                           seed=seed, with_masks=with_masks)
     elif kind == "tfds" and rest:
         data = load_tfds(rest, split=split or "train")
     elif kind == "voc" and rest:

@@ -143,7 +143,13 @@ class Detector(keras.Model):
     - `shuffle=False` for `tf.data` input when the caller did not pass `shuffle` (Keras ignores it there and, from
       3.13, warns about its own default);
     - the optimizer built before the first step is traced (see `build_optimizer_before_tracing`).
+
+    Class attributes a detector sets when it has a mask head: `uses_masks` (its `y` needs `"masks"`, and readers
+    should load them) and `mask_resolution` (the side of its box-relative predicted masks).
     """
+
+    uses_masks = False
+    mask_resolution = None
 
     def fit(self, x=None, y=None, *args, **kwargs):
         if _is_tf_dataset(x) and len(args) <= _SHUFFLE_POSITION and "shuffle" not in kwargs:

@@ -131,12 +131,14 @@ class MaskRCNN(FasterRCNN):
     detection's box; `keras_fpn.detection.paste_masks(masks, boxes, height, width)` gives full-image masks.
     """
 
+    uses_masks = True
+
     def __init__(self, num_classes, mask_pool_size=14, mask_head_filters=256, mask_head_depth=4, **kwargs):
         super().__init__(num_classes, **kwargs)
         self.mask_pool_size = mask_pool_size
         self.mask_head_filters = mask_head_filters
         self.mask_head_depth = mask_head_depth
-        self.mask_resolution = 2 * mask_pool_size
+        self.mask_resolution = 2 * mask_pool_size  # the instance's value shadows Detector's None
         self.mask_head = MaskHead(num_classes, mask_head_filters, mask_head_depth, name="mask_head")
         self.mask_head.build((None, mask_pool_size, mask_pool_size, self.backbone.num_channels))
         self.mask_loss_tracker = keras.metrics.Mean(name="mask_loss")

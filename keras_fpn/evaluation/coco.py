@@ -27,15 +27,30 @@ def _per_class(evaluation, class_names):
     return metrics
 
 
-def coco_metrics(ground_truth, detections, num_classes, class_names=None, per_class=False):
-    """pycocotools' bbox metrics.
+IOU_TYPES = ("bbox", "segm")
+
+
+def _rle(mask):
+    from pycocotools import mask as mask_api
+
+    encoded = mask_api.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
+    encoded["counts"] = encoded["counts"].decode("ascii")  # JSON-able, as COCO files hold it
+    return encoded
+
+
+def coco_metrics(ground_truth, detections, num_classes, class_names=None, per_class=False, iou_type="bbox"):
+    """pycocotools' bbox or mask (segm) metrics.
 
     Args:
-        ground_truth: list over images of `(height, width, boxes [M, 4] pixel xyxy, labels [M])`.
-        detections: list over images of `(boxes [D, 4] pixel xyxy, scores [D], labels [D])`.
+        ground_truth: list over images of `(height, width, boxes [M, 4] pixel xyxy, labels [M])`, plus
+            `masks [M, height, width]` (0/1) as a fifth element for `iou_type="segm"`.
+        detections: list over images of `(boxes [D, 4] pixel xyxy, scores [D], labels [D])`, plus
+            `masks [D, height, width]` (0/1) for `"segm"`.
         num_classes: int.
         class_names: sequence of str or None; names the per-class keys.
         per_class: bool. Add `"AP/<class>"` and `"AP50/<class>"` for every class.
+        iou_type: `"bbox"` (default) or `"segm"`: masks are RLE-encoded by pycocotools' mask API and compared by
+            mask IoU, and the object areas (small / medium / large) are mask areas, as for COCO's segm metrics.
 
     Returns:
         dict of the 12 COCO summary numbers (`AP`, `AP50`, ..., `AR100`, ...), as floats in [0, 1]
@@ -44,21 +59,33 @@ def coco_metrics(ground_truth, detections, num_classes, class_names=None, per_cl
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"Received iou_type={iou_type!r}; expected one of {IOU_TYPES}.")
+    segm = iou_type == "segm"
+    if segm and not all(len(item) > 4 for item in ground_truth) or segm and not all(len(item) > 3
+                                                                                   for item in detections):
+        raise ValueError("iou_type='segm' needs masks in the ground truth and the detections (a MaskRCNN, and data "
+                         "with masks).")
     if len(ground_truth) != len(detections):
         raise ValueError(f"Received ground truth for {len(ground_truth)} images and detections for "
                          f"{len(detections)}; expected one of each per image.")
     images, annotations, results = [], [], []
-    for image_id, ((height, width, boxes, labels), (det_boxes, det_scores, det_labels)) in enumerate(
-        zip(ground_truth, detections)
-    ):
+    for image_id, (truth, found) in enumerate(zip(ground_truth, detections)):
+        (height, width, boxes, labels), (det_boxes, det_scores, det_labels) = truth[:4], found[:3]
         images.append({"id": image_id, "height": int(height), "width": int(width)})
-        for box, label in zip(_xyxy_to_xywh(boxes), np.asarray(labels).reshape(-1)):
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
-                                "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0})
-        for box, score, label in zip(_xyxy_to_xywh(det_boxes), np.asarray(det_scores).reshape(-1),
-                                     np.asarray(det_labels).reshape(-1)):
-            results.append({"image_id": image_id, "category_id": int(label), "bbox": box.tolist(),
-                            "score": float(score)})
+        for index, (box, label) in enumerate(zip(_xyxy_to_xywh(boxes), np.asarray(labels).reshape(-1))):
+            annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
+                          "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0}
+            if segm:
+                annotation["segmentation"] = _rle(truth[4][index])
+                annotation["area"] = float(np.asarray(truth[4][index]).sum())
+            annotations.append(annotation)
+        for index, (box, score, label) in enumerate(zip(_xyxy_to_xywh(det_boxes), np.asarray(det_scores).reshape(-1),
+                                                        np.asarray(det_labels).reshape(-1))):
+            result = {"image_id": image_id, "category_id": int(label), "bbox": box.tolist(), "score": float(score)}
+            if segm:
+                result["segmentation"] = _rle(found[3][index])
+            results.append(result)
     coco = COCO()
     coco.dataset = {"images": images, "annotations": annotations,
                     "categories": [{"id": i, "name": str(i)} for i in range(num_classes)]}
@@ -70,7 +97,7 @@ def coco_metrics(ground_truth, detections, num_classes, class_names=None, per_cl
                 names = class_names if class_names is not None else [str(i) for i in range(num_classes)]
                 metrics.update({f"{key}/{name}": 0.0 for name in names for key in ("AP", "AP50")})
             return metrics
-        evaluation = COCOeval(coco, coco.loadRes(results), "bbox")
+        evaluation = COCOeval(coco, coco.loadRes(results), iou_type)
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
@@ -86,12 +113,28 @@ def _to_original(boxes, scale, size):
     return np.clip(boxes, 0.0, np.array([size[1], size[0], size[1], size[0]], np.float64))
 
 
-def collect_detections(model, dataset, verbose=0):
+def _masks_to_original(masks, scale, size):
+    """`[N, H, W]` masks of the network input -> `[N, height, width]` of the original image: the resized image's
+    region (the rest is padding), resized back (nearest)."""
+    import tensorflow as tf
+
+    masks = np.asarray(masks)
+    if masks.shape[0] == 0:
+        return np.zeros((0, *size), np.uint8)
+    resized = (max(int(round(size[0] * float(scale[0]))), 1), max(int(round(size[1] * float(scale[1]))), 1))
+    region = masks[:, :resized[0], :resized[1], None].astype(np.float32)
+    return (tf.image.resize(region, size, method="nearest").numpy()[..., 0] >= 0.5).astype(np.uint8)
+
+
+def collect_detections(model, dataset, verbose=0, with_masks=False):
     """Runs `model.predict_on_batch` over `dataset` and pairs each image's ground truth with its detections.
 
     Boxes (ground truth and predicted) are read in the model's `bounding_box_format` and returned as pixel xyxy.
     Where the targets carry `"image_size"` and `"scale"` (`detection_pipeline(..., with_image_info=True)`), both are
     mapped back to the original images, so areas (small/medium/large) are those of the original images.
+
+    With `with_masks`, the targets' `"masks"` and the predictions' box-relative `"masks"` (pasted into the image
+    with `keras_fpn.detection.paste_masks`) are added, in the same coordinates as the boxes.
 
     Returns:
         `(ground_truth, detections)` in the form `coco_metrics` takes.
@@ -111,6 +154,14 @@ def collect_detections(model, dataset, verbose=0):
 
         gt_boxes, pred_boxes = to_xyxy(targets["boxes"]), to_xyxy(predictions["boxes"])
         gt_labels = np.asarray(targets["labels"])
+        if with_masks:
+            from keras_fpn.detection.mask_rcnn import paste_masks
+
+            if "masks" not in predictions or "masks" not in targets:
+                raise ValueError("Mask metrics need a model that predicts masks (MaskRCNN) and targets with "
+                                 "'masks' (e.g. load_shapes(..., with_masks=True) through detection_pipeline).")
+            gt_masks = np.asarray(targets["masks"])
+            pred_masks = np.asarray(paste_masks(predictions["masks"], pred_boxes, height, width))
         sizes = np.asarray(targets["image_size"]) if "image_size" in targets else None
         scales = np.asarray(targets["scale"]) if "scale" in targets else None
         for i in range(len(gt_labels)):
@@ -118,19 +169,26 @@ def collect_detections(model, dataset, verbose=0):
             n = int(predictions["num_detections"][i])
             image_gt, image_pred = gt_boxes[i][keep], pred_boxes[i][:n]
             size = (height, width)
+            truth = [gt_labels[i][keep]]
+            found = [np.asarray(predictions["scores"][i][:n]), np.asarray(predictions["labels"][i][:n])]
+            if with_masks:
+                truth.append(gt_masks[i][keep])
+                found.append(pred_masks[i][:n])
             if sizes is not None and scales is not None:
                 size = tuple(int(v) for v in sizes[i])
                 image_gt = _to_original(image_gt, scales[i], size)
                 image_pred = _to_original(image_pred, scales[i], size)
-            ground_truth.append((*size, image_gt, gt_labels[i][keep]))
-            detections.append((image_pred, np.asarray(predictions["scores"][i][:n]),
-                               np.asarray(predictions["labels"][i][:n])))
+                if with_masks:
+                    truth[1] = _masks_to_original(truth[1], scales[i], size)
+                    found[2] = _masks_to_original(found[2], scales[i], size)
+            ground_truth.append((*size, image_gt, *truth))
+            detections.append((image_pred, *found))
         if progress is not None:
             progress.update(step + 1)
     return ground_truth, detections
 
 
-def evaluate_coco(model, dataset, class_names=None, per_class=False, verbose=0):
+def evaluate_coco(model, dataset, class_names=None, per_class=False, verbose=0, iou_type="bbox"):
     """COCO metrics of `model` on `dataset`, by pycocotools.
 
     Args:
@@ -141,11 +199,21 @@ def evaluate_coco(model, dataset, class_names=None, per_class=False, verbose=0):
         class_names: sequence of str or None, for the per-class keys.
         per_class: bool. Add `"AP/<class>"` and `"AP50/<class>"`.
         verbose: int. 1 shows a progress bar over batches.
+        iou_type: `"bbox"` (default), `"segm"` (mask AP of a `MaskRCNN` on data with `"masks"`), or
+            `("bbox", "segm")`: both, the mask numbers under `"mask_AP"`, `"mask_AP50"`, ...
 
     Returns:
         dict of `coco_metrics`.
     """
-    ground_truth, detections = collect_detections(model, dataset, verbose)
+    iou_types = (iou_type,) if isinstance(iou_type, str) else tuple(iou_type)
+    if not iou_types or any(kind not in IOU_TYPES for kind in iou_types):
+        raise ValueError(f"Received iou_type={iou_type!r}; expected 'bbox', 'segm' or both.")
+    ground_truth, detections = collect_detections(model, dataset, verbose, with_masks="segm" in iou_types)
     if not ground_truth:
         raise ValueError("The evaluation dataset is empty.")
-    return coco_metrics(ground_truth, detections, model.num_classes, class_names, per_class)
+    metrics = {}
+    for kind in iou_types:
+        found = coco_metrics(ground_truth, detections, model.num_classes, class_names, per_class, kind)
+        prefix = "mask_" if kind == "segm" and len(iou_types) > 1 else ""
+        metrics.update({prefix + key: value for key, value in found.items()})
+    return metrics

@@ -157,7 +157,8 @@ def train_detector(model, train_data, training, image_size, output_dir=None, val
         val_batches = detection_pipeline(val_data, batch_size, image_size, pad_to_multiple=stride,
                                          with_image_info=True, cache=True)
         callbacks.append(COCOEvaluation(val_batches, every_n_epochs=eval_every, class_names=val_data.class_names,
-                                        verbose=1 if verbose == 1 else 0))
+                                        verbose=1 if verbose == 1 else 0,
+                                        iou_type=("bbox", "segm") if model.uses_masks else "bbox"))
     if output_dir and chief:
         os.makedirs(output_dir, exist_ok=True)
         # After the evaluation callback, so the COCO metrics it adds to the logs reach TensorBoard.
