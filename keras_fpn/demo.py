@@ -40,21 +40,23 @@ def train_shapes_detector(steps=None, batch_size=None, train_images=2000, test_i
     training = models.get(preset)["training"]
     if steps:
         training["steps"] = steps
-    test = detection_pipeline(load_shapes(test_images, IMAGE_SIZE[0], seed=seed + 2), 25, IMAGE_SIZE,
-                              pad_to_multiple=32, cache=True)
     model = small_retinanet() if preset == PRESET else models.build(preset, num_classes=len(SHAPE_CLASSES))
+    masks = model.uses_masks  # a MaskRCNN trains on the shapes' masks and is scored on them too
+    iou_type = ("bbox", "segm") if masks else "bbox"
+    test = detection_pipeline(load_shapes(test_images, IMAGE_SIZE[0], seed=seed + 2, with_masks=masks), 25,
+                              IMAGE_SIZE, pad_to_multiple=32, cache=True)
     timings = {}
     start = time.perf_counter()
-    untrained = evaluate_coco(model, test)
+    untrained = evaluate_coco(model, test, iou_type=iou_type)
     timings["evaluate_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    model, _ = train_detector(model, load_shapes(train_images, IMAGE_SIZE[0], seed=seed + 1), training, IMAGE_SIZE,
-                              batch_size=batch_size, verbose=verbose, seed=seed)
+    model, _ = train_detector(model, load_shapes(train_images, IMAGE_SIZE[0], seed=seed + 1, with_masks=masks),
+                              training, IMAGE_SIZE, batch_size=batch_size, verbose=verbose, seed=seed)
     timings["train_s"] = time.perf_counter() - start
-    trained = evaluate_coco(model, test)
-    # The bfloat16 inference path (`RetinaNet.with_dtype`) on the same images: its AP should match float32's.
-    in_bfloat16 = evaluate_coco(model.with_dtype("bfloat16"), test)
+    trained = evaluate_coco(model, test, iou_type=iou_type)
+    # The bfloat16 inference path (`with_dtype`) on the same images: its AP should match float32's.
+    in_bfloat16 = evaluate_coco(model.with_dtype("bfloat16"), test, iou_type=iou_type)
     if output_dir:
         save_run(model, output_dir, SHAPE_CLASSES, IMAGE_SIZE, model_name=preset, dataset="shapes")
         images, targets = next(iter(test))

@@ -248,23 +248,30 @@ def test_commands_hide_tensorflow_start_up_lines(tmp_path):
     assert verbose.returncode == 2 and "keras-fpn: error:" in verbose.stderr
 
 
-def test_a_faster_rcnn_record_goes_through_train_evaluate_export_and_predict(tmp_path, raccoon, capsys):
+@pytest.mark.parametrize("name", ["fasterrcnn_mobilenetv3small_shapes", "maskrcnn_mobilenetv3small_shapes"])
+def test_a_two_stage_record_goes_through_train_evaluate_export_and_predict(name, tmp_path, raccoon, capsys):
     """The CLI, evaluation and export know no model class: the record's architecture picks it."""
     import tensorflow as tf
 
+    masks = name.startswith("maskrcnn")
     output = str(tmp_path / "run")
-    assert cli.main(["train", "--model", "fasterrcnn_mobilenetv3small_shapes", "--image-size", "64", "64",
+    assert cli.main(["train", "--model", name, "--image-size", "64", "64",
                      "--batch-size", "4", "--dataset", "shapes", "--max-images", "16", "--max-val-images", "8",
                      "--epochs", "1", "--steps-per-epoch", "2", "--output-dir", output]) == 0
     out = capsys.readouterr().out
-    assert "fasterrcnn_mobilenetv3small_shapes: 1," in out and "rpn_objectness_loss" in out and "val_AP" in out
-    assert type(keras.saving.load_model(os.path.join(output, "model.keras"))).__name__ == "FasterRCNN"
+    assert f"{name}: 1," in out and "rpn_objectness_loss" in out and "val_AP" in out
+    assert ("mask_loss" in out and "val_mask_AP" in out) == masks
+    model_class = type(keras.saving.load_model(os.path.join(output, "model.keras"))).__name__
+    assert model_class == ("MaskRCNN" if masks else "FasterRCNN")
     assert cli.main(["evaluate", output, "--dataset", "shapes", "--max-images", "8", "--no-progress"]) == 0
-    assert re.search(r"^AP50\s+[\d.]+$", capsys.readouterr().out, re.M)
+    out = capsys.readouterr().out
+    assert re.search(r"^AP50\s+[\d.]+$", out, re.M) and ("mask (segm) metrics" in out) == masks
     assert cli.main(["export", output, "--export-dir", str(tmp_path / "export")]) == 0
     served = tf.saved_model.load(str(tmp_path / "export" / "1")).signatures["serving_default"]
     png = tf.io.encode_png(tf.zeros((50, 70, 3), tf.uint8))
-    assert served(images=tf.reshape(png, [1]))["detection_boxes"].shape == (1, 100, 4)
+    outputs = served(images=tf.reshape(png, [1]))
+    assert outputs["detection_boxes"].shape == (1, 100, 4)
+    assert ("detection_masks" in outputs) == masks
     jpeg = os.path.join(raccoon, "images", "raccoon-1.jpg")
     assert cli.main(["predict", output, jpeg, "--output", str(tmp_path / "out.png"), "--json",
                      str(tmp_path / "out.json"), "--score-threshold", "0.0"]) == 0

@@ -22,6 +22,9 @@ TRAINED = {
     "fasterrcnn_mobilenetv3small_shapes": "keras-fpn train --model fasterrcnn_mobilenetv3small_shapes --dataset shapes "
                                           "--output-dir runs/frcnn_shapes && keras-fpn evaluate runs/frcnn_shapes "
                                           "--dataset shapes",
+    "maskrcnn_mobilenetv3small_shapes": "keras-fpn train --model maskrcnn_mobilenetv3small_shapes --dataset shapes "
+                                        "--output-dir runs/mask_shapes && keras-fpn evaluate runs/mask_shapes "
+                                        "--dataset shapes",
 }
 
 

@@ -28,3 +28,11 @@ def test_faster_rcnn_clearly_beats_an_untrained_model(tmp_path):
     untrained, trained = metrics["untrained"]["AP50"], metrics["trained"]["AP50"]
     assert trained > 0.15 and trained > 10 * max(untrained, 0.005), metrics  # measured: 0.22 vs 0.0002
     assert abs(metrics["bfloat16"]["AP"] - metrics["trained"]["AP"]) < 0.03, metrics
+
+
+def test_mask_rcnn_masks_clearly_beat_an_untrained_model():
+    _, metrics, _ = train_shapes_detector(steps=200, batch_size=8, train_images=400, test_images=50, verbose=0,
+                                          preset="maskrcnn_mobilenetv3small_shapes")
+    untrained, trained = metrics["untrained"]["mask_AP50"], metrics["trained"]["mask_AP50"]
+    assert trained > 0.15 and trained > 10 * max(untrained, 0.005), metrics
+    assert abs(metrics["bfloat16"]["mask_AP"] - metrics["trained"]["mask_AP"]) < 0.03, metrics
