@@ -28,6 +28,8 @@ class Augmentation:
     Call arguments:
         images: float32 `[batch, height, width, 3]` in [0, 255].
         targets: `{"boxes": [batch, num_boxes, 4] pixel xyxy, "labels": [batch, num_boxes]}`, padded with label -1;
+            optional `"masks"` `[batch, num_boxes, H, W]` instance masks are moved with their boxes (flip, zoom,
+            translation; colour changes leave them alone);
             other keys pass through.
 
     Returns:
@@ -81,6 +83,13 @@ class Augmentation:
 
         labels = ops.cast(targets["labels"], "int32")
         data = {"images": images, "bounding_boxes": {"boxes": targets["boxes"], "labels": labels}}
+        masks = targets.get("masks")
+        if masks is not None:
+            # Instance masks [B, N, H, W] ride along as the layers' segmentation masks [B, H, W, N + 1] (one spare
+            # channel, so images without objects still have one), moved by the same random transform as the
+            # image and its boxes, nearest-neighbour.
+            masks = ops.transpose(ops.cast(masks, "float32"), (0, 2, 3, 1))
+            data["segmentation_masks"] = ops.pad(masks, [[0, 0], [0, 0], [0, 0], [0, 1]])
         for layer in self.layers:
             data = layer(data, training=True)
         boxes = ops.cast(data["bounding_boxes"]["boxes"], "float32")
@@ -89,6 +98,9 @@ class Augmentation:
         targets = dict(targets)
         targets["boxes"] = ops.where(valid[..., None], boxes, 0.0)
         targets["labels"] = ops.where(valid, labels, -1)
+        if masks is not None:
+            moved = ops.transpose(data["segmentation_masks"][..., :-1], (0, 3, 1, 2))
+            targets["masks"] = ops.cast(moved >= 0.5, "uint8")
         return ops.clip(data["images"], 0.0, 255.0), targets
 
     def get_config(self):

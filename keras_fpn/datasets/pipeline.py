@@ -135,9 +135,6 @@ def detection_pipeline(data, batch_size, image_size=(512, 512), pad_to_multiple=
     padding_values = (0.0, {"boxes": 0.0, "labels": -1})
     with_masks = "masks" in dataset.element_spec[1]
     if with_masks:
-        if augmentation is not None:
-            raise ValueError("Received augmentation with instance masks in the targets; the augmentation moves boxes "
-                             "but not masks yet, so it would misalign them. Pass augmentation=None for mask data.")
         if image_size is None and pad_to_multiple > 1:
             raise ValueError("Received image_size=None with instance masks; expected an image_size, so that masks "
                              "are padded with their images.")

@@ -63,8 +63,28 @@ def test_the_pipeline_resizes_and_pads_masks_with_their_images():
             ys, xs = np.nonzero(masks[n, j])
             np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], boxes[n, j], atol=1.6)
         assert masks[n, :, 100:].sum() == 0 and masks[n, :, :, 100:].sum() == 0  # padding
-    with pytest.raises(ValueError, match="moves boxes but not masks yet"):
-        detection_pipeline(data, 4, (64, 64), augmentation=lambda images, targets: (images, targets))
+
+
+def test_augmentation_moves_each_mask_with_its_box():
+    from keras_fpn.datasets import Augmentation
+
+    data = load_shapes(8, 64, seed=4, with_masks=True)
+    augmentation = Augmentation(scale_range=(0.6, 1.4), translation=0.2, seed=7)  # flips, zooms, shifts, colours
+    images, targets = next(iter(detection_pipeline(data, 8, (64, 64), pad_to_multiple=32,
+                                                   augmentation=augmentation)))
+    masks, boxes, labels = targets["masks"].numpy(), targets["boxes"].numpy(), targets["labels"].numpy()
+    assert masks.dtype == np.uint8 and masks.shape[0] == 8 and masks.shape[2:] == (64, 64)
+    checked = 0
+    for n in range(8):
+        for j in np.nonzero(labels[n] >= 0)[0]:
+            ys, xs = np.nonzero(masks[n, j])
+            if len(xs) == 0:
+                continue
+            # Each mask still covers its object: its extent matches the moved box (nearest-neighbour resampling,
+            # boxes in float: within 2 pixels).
+            np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], boxes[n, j], atol=2.0)
+            checked += 1
+    assert checked >= 8
 
 
 # -- mask targets and the loss ------------------------------------------------------------------------------------
