@@ -15,7 +15,8 @@ from keras_fpn import RetinaNet, models
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REQUIRED = ("retinanet_resnet50_fpn", "retinanet_resnet101_fpn", "retinanet_mobilenetv3large_fpn",
             "retinanet_efficientnetv2b0_fpn", "retinanet_convnext_tiny_fpn", "retinanet_mobilenetv3small_shapes",
-            "fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenetv3small_shapes", "maskrcnn_mobilenetv3small_shapes")
+            "fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenetv3small_shapes", "maskrcnn_resnet50_fpn",
+            "maskrcnn_mobilenetv3small_shapes")
 # The models trained here, and the command that measured their AP.
 TRAINED = {
     "retinanet_mobilenetv3small_shapes": "bash scripts/main_job.sh",

@@ -8,7 +8,7 @@ import numpy as np
 from keras_fpn.datasets.records import MalformedRecords, Record, clean_boxes, from_records
 
 
-def load_coco_json(annotation_file, image_dir, skip_crowd=True):
+def load_coco_json(annotation_file, image_dir, skip_crowd=True, with_masks=False):
     """Reads a COCO-format detection dataset.
 
     COCO's `bbox` is `[x, y, width, height]` in pixels; it becomes pixel `xyxy`. Category ids (not necessarily
@@ -19,6 +19,9 @@ def load_coco_json(annotation_file, image_dir, skip_crowd=True):
         annotation_file: str, path of the JSON file.
         image_dir: str, the folder that `images[].file_name` is relative to.
         skip_crowd: bool, default True. Leave out `iscrowd` annotations (COCO training and evaluation ignore them).
+        with_masks: bool, default False. Also give each box's instance mask (`"masks"` uint8 `[num_boxes, H, W]`),
+            decoded from its `segmentation` (polygons or RLE, by pycocotools) when the image is read; an annotation
+            without one is named in the error.
 
     Raises:
         ValueError: for a file that is not JSON or lacks the three lists, and for malformed entries (missing keys,
@@ -56,7 +59,7 @@ def load_coco_json(annotation_file, image_dir, skip_crowd=True):
             problems.add(f"images[{index}]", f"no {missing}", "'id' and 'file_name'")
         else:
             images.append(image)
-    by_image = {image["id"]: ([], []) for image in images}
+    by_image = {image["id"]: ([], [], []) for image in images}
     for index, annotation in enumerate(data["annotations"]):
         where = f"annotations[{index}] (id {annotation.get('id')})" if isinstance(annotation, dict) else (
             f"annotations[{index}]")
@@ -80,17 +83,23 @@ def load_coco_json(annotation_file, image_dir, skip_crowd=True):
         bbox = [problems.number(where, f"bbox[{position}]", value) for position, value in enumerate(bbox)]
         if None in bbox:
             continue
+        if with_masks and not annotation.get("segmentation"):
+            problems.add(where, "no 'segmentation'", "polygons or RLE, since masks were asked for")
+            continue
         x, y, width, height = bbox
-        boxes, labels = by_image[annotation["image_id"]]
+        boxes, labels, segmentations = by_image[annotation["image_id"]]
         boxes.append([x, y, x + width, y + height])
         labels.append(label_of[annotation["category_id"]])
+        segmentations.append(annotation.get("segmentation"))
     problems.raise_if_any()
     records = []
     for image in images:
-        boxes, labels = by_image[image["id"]]
-        boxes, labels, _ = clean_boxes(np.reshape(boxes, (-1, 4)), labels, image.get("width"), image.get("height"),
-                                       f"{annotation_file} image {image['id']}")
-        records.append(Record(os.path.join(image_dir, image["file_name"]), boxes, labels))
+        boxes, labels, segmentations = by_image[image["id"]]
+        boxes, labels, _, keep = clean_boxes(np.reshape(boxes, (-1, 4)), labels, image.get("width"),
+                                             image.get("height"), f"{annotation_file} image {image['id']}",
+                                             return_keep=True)
+        masks = [segmentation for segmentation, kept in zip(segmentations, keep) if kept] if with_masks else None
+        records.append(Record(os.path.join(image_dir, image["file_name"]), boxes, labels, masks))
     return from_records(records, [category["name"] for category in categories])
 
 

@@ -19,7 +19,9 @@ Fields:
     num_images: int, or None where the source does not say.
 """
 
-Record = collections.namedtuple("Record", ["path", "boxes", "labels"])
+Record = collections.namedtuple("Record", ["path", "boxes", "labels", "masks"], defaults=[None])
+Record.__doc__ = """One image of a reader: its file, pixel `xyxy` boxes, integer labels, and optionally its instance
+masks as COCO segmentations (polygons or RLE, one per box), decoded when the image is read."""
 
 
 class MalformedRecords:
@@ -64,10 +66,11 @@ class MalformedRecords:
         raise ValueError(message)
 
 
-def clean_boxes(boxes, labels, width, height, source):
+def clean_boxes(boxes, labels, width, height, source, return_keep=False):
     """Clips pixel `xyxy` boxes to the image and drops those with no area left.
 
-    Returns `(boxes float32 [M, 4], labels int32 [M], number dropped)`. `source` names the file in the log line
+    Returns `(boxes float32 [M, 4], labels int32 [M], number dropped)`, and the bool `keep` mask over the input
+    boxes when `return_keep` (to drop what goes with them, e.g. masks). `source` names the file in the log line
     written for each box that is dropped.
     """
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -78,7 +81,28 @@ def clean_boxes(boxes, labels, width, height, source):
     for box in boxes[~keep]:
         logger.warning("%s: dropped a box with no area inside the %sx%s image: %s", source, width, height,
                        box.tolist())
+    if return_keep:
+        return boxes[keep], labels[keep], int((~keep).sum()), keep
     return boxes[keep], labels[keep], int((~keep).sum())
+
+
+def decode_segmentations(segmentations, height, width):
+    """COCO segmentations (a list of polygons, an uncompressed RLE with a `counts` list, or a compressed RLE) ->
+    uint8 `[len(segmentations), height, width]` instance masks, by pycocotools' mask API."""
+    from pycocotools import mask as mask_api
+
+    masks = np.zeros((len(segmentations), height, width), np.uint8)
+    for index, segmentation in enumerate(segmentations):
+        if isinstance(segmentation, list):  # polygons [[x1, y1, x2, y2, ...], ...]
+            rle = mask_api.merge(mask_api.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+            rle = mask_api.frPyObjects(segmentation, height, width)
+        else:
+            rle = dict(segmentation)
+            if isinstance(rle["counts"], str):
+                rle["counts"] = rle["counts"].encode("ascii")
+        masks[index] = mask_api.decode(rle)
+    return masks
 
 
 def decode_image(contents):
@@ -111,11 +135,24 @@ def from_records(records, class_names):
         np.concatenate([np.reshape(record.labels, (-1,)) for record in records]).astype(np.int32), lengths
     )
 
-    def load(path, image_boxes, image_labels):
-        image = decode_image(tf.io.read_file(path))
-        return image, {"boxes": tf.reshape(image_boxes, (-1, 4)), "labels": image_labels}
+    with_masks = any(record.masks is not None for record in records)
 
-    dataset = tf.data.Dataset.from_tensor_slices((paths, boxes, labels)).map(
+    def load(path, image_boxes, image_labels, index):
+        image = decode_image(tf.io.read_file(path))
+        targets = {"boxes": tf.reshape(image_boxes, (-1, 4)), "labels": image_labels}
+        if with_masks:
+            shape = tf.shape(image)
+
+            def masks_of(i, height, width):
+                return decode_segmentations(records[int(i)].masks or [], int(height), int(width))
+
+            masks = tf.numpy_function(masks_of, [index, shape[0], shape[1]], tf.uint8, stateful=False)
+            masks.set_shape([None, None, None])
+            targets["masks"] = masks
+        return image, targets
+
+    indices = tf.range(len(records), dtype=tf.int64)
+    dataset = tf.data.Dataset.from_tensor_slices((paths, boxes, labels, indices)).map(
         load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     return DetectionData(dataset, tuple(class_names), len(records))

@@ -31,8 +31,8 @@ def load_dataset(spec, split="train", class_names=None, max_images=None, image_s
             when reading its validation set).
         max_images: int or None, read at most this many images.
         image_size: int, the side of generated shapes images.
-        with_masks: bool, default False. Also read instance masks (for `MaskRCNN`); `shapes` has them, the file
-            readers do not read them yet.
+        with_masks: bool, default False. Also read instance masks (for `MaskRCNN`): `shapes` and `coco:` have them;
+            the other readers do not.
 
     Returns:
         `DetectionData`.
@@ -47,9 +47,10 @@ def load_dataset(spec, split="train", class_names=None, max_images=None, image_s
     from keras_fpn.datasets.voc import load_voc
 
     kind, _, rest = spec.partition(":")
-    if with_masks and kind != "shapes":
-        raise ValueError(f"Received dataset {spec!r} for a model that trains on instance masks; only 'shapes' "
-                         "yields masks so far (the COCO JSON, TFDS and VOC readers read boxes only).")
+    if with_masks and kind not in ("shapes", "coco"):
+        raise ValueError(f"Received dataset {spec!r} for a model that trains on instance masks; 'shapes' and "
+                         "'coco:JSON,IMAGE_DIR' (segmentation polygons or RLE) give masks, the TFDS, VOC and CSV "
+                         "readers give boxes only.")
 
     def existing(path, what):
         if not os.path.exists(path):
@@ -69,7 +70,8 @@ def load_dataset(spec, split="train", class_names=None, max_images=None, image_s
         data = load_voc(directory, split=split if has_lists else None, class_names=class_names)
     elif kind == "coco" and rest.count(",") == 1:
         annotation_file, image_dir = rest.split(",")
-        data = load_coco_json(existing(annotation_file, "annotation file"), existing(image_dir, "image folder"))
+        data = load_coco_json(existing(annotation_file, "annotation file"), existing(image_dir, "image folder"),
+                              with_masks=with_masks)
     elif kind == "csv" and rest and rest.count(",") <= 1:
         csv_file, _, image_dir = rest.partition(",")
         existing(csv_file, "file")

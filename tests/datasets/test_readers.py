@@ -308,3 +308,45 @@ def test_tfds_rejects_non_detection_and_unknown_datasets(tmp_path):
         load_tfds("mnist", data_dir=str(tmp_path))
     with pytest.raises(ValueError, match="Unknown TFDS dataset 'no_such_dataset'"):
         load_tfds("no_such_dataset", data_dir=str(tmp_path))
+
+
+def test_coco_json_masks_from_polygons_and_rle_equal_pycocotools(raccoon, tmp_path):
+    from pycocotools import mask as mask_api
+    from pycocotools.coco import COCO
+
+    # raccoon-1.jpg is 650 x 417: a polygon, an uncompressed RLE and a compressed RLE on it.
+    height, width = 417, 650
+    square = np.zeros((height, width), np.uint8)
+    square[100:200, 300:420] = 1
+    compressed = mask_api.encode(np.asfortranarray(square))
+    compressed["counts"] = compressed["counts"].decode("ascii")
+    flat = square.flatten(order="F")
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [0]])))
+    runs = np.diff(np.concatenate([[0], changes, [flat.size]])).tolist()
+    uncompressed = {"size": [height, width], "counts": runs[:-1] if runs[-1] == 0 else runs}
+    polygon = [[81.0, 88.0, 522.0, 88.0, 300.0, 408.0]]
+    annotations = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [81, 88, 441, 320], "segmentation": polygon},
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [300, 100, 120, 100], "segmentation": uncompressed},
+        {"id": 3, "image_id": 1, "category_id": 1, "bbox": [300, 100, 120, 100], "segmentation": compressed},
+    ]
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "raccoon-1.jpg", "width": width,
+                                            "height": height}],
+                                "annotations": annotations, "categories": [{"id": 1, "name": "raccoon"}]}))
+    data = load_coco_json(str(path), os.path.join(raccoon, "images"), with_masks=True)
+    image, targets = next(iter(data.dataset))
+    masks = targets["masks"].numpy()
+    assert masks.shape == (3, height, width) and masks.dtype == np.uint8
+    coco = COCO(str(path))
+    for index, annotation in enumerate(coco.loadAnns([1, 2, 3])):
+        np.testing.assert_array_equal(masks[index], coco.annToMask(annotation), err_msg=f"annotation {index + 1}")
+    np.testing.assert_array_equal(masks[1], square)
+    # Without masks asked for, the same file reads as boxes only; with masks, a missing segmentation is named.
+    assert "masks" not in next(iter(load_coco_json(str(path), os.path.join(raccoon, "images")).dataset))[1]
+    annotations[0].pop("segmentation")
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "raccoon-1.jpg", "width": width,
+                                            "height": height}],
+                                "annotations": annotations, "categories": [{"id": 1, "name": "raccoon"}]}))
+    with pytest.raises(ValueError, match=r"annotations\[0\] \(id 1\): no 'segmentation'"):
+        load_coco_json(str(path), os.path.join(raccoon, "images"), with_masks=True)
