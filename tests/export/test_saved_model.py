@@ -178,7 +178,26 @@ def test_faster_rcnn_served_in_a_process_without_keras_matches_predict(raccoon, 
     check_served_without_keras(detector, exported, raccoon, tmp_path)
 
 
-def check_served_without_keras(model, exported, raccoon, tmp_path):
+def test_mask_rcnn_served_in_a_process_without_keras_adds_detection_masks_equal_to_predict(raccoon, tmp_path):
+    from keras_fpn import MaskRCNN
+    from tests.testing import tiny_convnet
+
+    detector = MaskRCNN(num_classes=2, backbone=tiny_convnet(), backbone_weights=None, num_channels=16, head_dim=32,
+                        mask_head_filters=8, mask_head_depth=1, rpn_pre_nms_topk_test=100, rpn_post_nms_topk_test=50)
+    exported = export_saved_model(detector, str(tmp_path / "export"), image_size=IMAGE_SIZE)
+    outputs, encoded, arrays = check_served_without_keras(detector, exported, raccoon, tmp_path,
+                                                          outputs=SERVING_OUTPUTS + ("detection_masks",))
+    for i, data in enumerate(encoded):
+        image = decode_image(data).numpy()
+        prepared, _, _ = resize_and_pad(image, tf.zeros([0, 4]), IMAGE_SIZE, 2 ** detector.backbone.max_level)
+        expected = detector.predict_on_batch(prepared[None])["masks"][0]
+        np.testing.assert_allclose(outputs["encoded/detection_masks"][i], expected, atol=1e-5)
+
+
+def check_served_without_keras(model, exported, raccoon, tmp_path, outputs=SERVING_OUTPUTS):
+    """Serves JPEGs, PNGs and odd-sized arrays through both signatures in a process without keras, compares each
+    image's detections with `predict` after the same preprocessing, and returns `(served outputs, the encoded
+    requests, the array requests)`."""
     jpegs = [open(os.path.join(raccoon, "images", name), "rb").read() for name in RACCOONS]
     photo = decode_image(jpegs[0]).numpy()
     gray_png = tf.io.encode_png(tf.image.rgb_to_grayscale(photo)).numpy()
@@ -193,8 +212,9 @@ def check_served_without_keras(model, exported, raccoon, tmp_path):
     results = tmp_path / "results.npz"
     subprocess.run([sys.executable, str(tmp_path / "server.py"), exported, str(requests), str(results)],
                    check=True, timeout=300, env={**os.environ, "PYTHONPATH": ""}, cwd=str(tmp_path))
-    outputs = dict(np.load(results))
-    assert {name.split("/")[1] for name in outputs} == set(SERVING_OUTPUTS)
+    served = dict(np.load(results))
+    assert {name.split("/")[1] for name in served} == set(outputs)
+    outputs = served
 
     for i, data in enumerate(encoded):
         image = decode_image(data).numpy()  # grayscale and RGBA come back as RGB, as the server decodes them
@@ -205,6 +225,7 @@ def check_served_without_keras(model, exported, raccoon, tmp_path):
         for i, image in enumerate(batch):
             expected = expected_detections(model, image)
             assert_same_detections(served_pixels(outputs, f"array{k}", i, *image.shape[:2]), expected)
+    return outputs, encoded, arrays
 
 
 @pytest.fixture(scope="module")
