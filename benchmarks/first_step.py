@@ -5,7 +5,7 @@ Each configuration runs in a fresh process, because TensorFlow keeps traced func
 
 - `deferred`: Keras's default on TensorFlow without a strategy: the optimizer is built inside the first trace of
   the train step, which TensorFlow then traces a second time (variables were created in the first trace);
-- `eager`: `RetinaNet.make_train_function` builds the optimizer first (what keras_fpn does).
+- `eager`: `Detector.make_train_function` builds the optimizer first (what keras_fpn does, for every detector).
 
     python benchmarks/first_step.py [--repeats 1]
 
@@ -31,8 +31,8 @@ from keras_fpn.training import distribute
 
 if sys.argv[1] == "deferred":
     distribute.build_optimizer_before_tracing = lambda model: None  # Keras's own behaviour
-    import keras_fpn.detection.retinanet as retinanet
-    retinanet.build_optimizer_before_tracing = distribute.build_optimizer_before_tracing
+    import keras_fpn.detection.detector as detector
+    detector.build_optimizer_before_tracing = distribute.build_optimizer_before_tracing
 start = time.perf_counter()
 model = RetinaNet.from_preset("retinanet_mobilenetv3small_shapes", num_classes=3, backbone_weights=None)
 model.compile(optimizer="adam")
