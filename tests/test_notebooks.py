@@ -41,6 +41,20 @@ def test_notebook_opens_with_a_colab_badge_and_an_install_cell(path):
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the notebooks export SavedModels")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_notebook_runs_top_to_bottom_with_small_settings(path, raccoon, tmp_path, monkeypatch):
+    _run_small(path, raccoon, tmp_path, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the notebooks export SavedModels")
+def test_the_serving_notebook_takes_a_mask_rcnn(raccoon, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_FPN_PRESET", "maskrcnn_mobilenetv3small_shapes")
+    path = next(path for path in NOTEBOOKS if path.stem == "03_export_and_serve")
+    text = _run_small(path, raccoon, tmp_path, monkeypatch)
+    assert "maskrcnn_mobilenetv3small_shapes held-out AP50" in text and "held-out mask AP50" in text
+
+
+def _run_small(path, raccoon, tmp_path, monkeypatch):
+    """Runs a notebook top to bottom with its small settings; returns its printed text."""
     from nbclient import NotebookClient
 
     monkeypatch.setenv("KERAS_FPN_SMALL", "1")
@@ -56,3 +70,4 @@ def test_notebook_runs_top_to_bottom_with_small_settings(path, raccoon, tmp_path
     images = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])
               if "image/png" in output.get("data", {})]
     assert images, "every notebook draws a picture"
+    return text
