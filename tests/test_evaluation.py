@@ -219,3 +219,49 @@ def test_evaluate_coco_reports_box_and_mask_ap_of_a_mask_rcnn():
     assert {"AP", "AP50", "mask_AP", "mask_AP50", "mask_AR100"} <= set(metrics)
     assert all(-1.0 <= value <= 1.0 for value in metrics.values())
     assert set(evaluate_coco(model, data, iou_type="segm")) == set(METRIC_NAMES)
+
+
+def test_proposal_recall_by_hand():
+    from keras_fpn.evaluation import proposal_recall
+
+    truth = [(200, 200, np.array([[10, 10, 60, 60], [100, 100, 180, 190]], np.float32), np.array([0, 1]))]
+    exact = [(truth[0][2], np.array([0.9, 0.8]))]
+    assert proposal_recall(truth, exact) ["AR100"] == pytest.approx(1.0)
+    # A proposal of IoU 0.62 with the first box (shifted 12 px of 50) and none for the second: recalled at the
+    # IoU thresholds 0.50, 0.55 and 0.60 of ten, for one of two boxes: 0.15.
+    shifted = np.array([[16, 16, 66, 66]], np.float32)
+    iou = (44 * 44) / (2 * 50 * 50 - 44 * 44)
+    assert 0.6 < iou < 0.65
+    metrics = proposal_recall(truth, [(shifted, np.array([0.9]))])
+    assert metrics["AR100"] == pytest.approx(0.15) and metrics["AR1k"] == pytest.approx(0.15)
+    # The exact second box ranked 150th counts for AR1k, not AR100.
+    filler = np.tile([[0, 0, 5, 5]], (149, 1)).astype(np.float32)
+    ranked = np.concatenate([shifted, filler, truth[0][2][1:]])
+    scores = np.linspace(1.0, 0.1, len(ranked))
+    metrics = proposal_recall(truth, [(ranked, scores)])
+    assert metrics["AR100"] == pytest.approx(0.15) and metrics["AR1k"] == pytest.approx(0.65)
+    assert set(metrics) == {"AR100", "AR1k", "AR1k_small", "AR1k_medium", "AR1k_large"}
+
+
+def test_rpn_only_training_and_proposal_recall():
+    from keras_fpn import FasterRCNN
+    from keras_fpn.datasets import detection_pipeline, load_shapes
+    from keras_fpn.evaluation import evaluate_proposals
+    from tests.testing import tiny_convnet
+
+    model = FasterRCNN(3, backbone=tiny_convnet(), backbone_weights=None, num_channels=16, head_dim=16,
+                       min_level=2, max_level=4, roi_max_level=4, anchor_scales=(0.5, 1.0, 2.0), rpn_only=True,
+                       rpn_pre_nms_topk_test=300, rpn_post_nms_topk_test=300)
+    model.compile(optimizer="adam")
+    data = detection_pipeline(load_shapes(8, 64, seed=1), 4, (64, 64), pad_to_multiple=16, with_image_info=True)
+    history = model.fit(data.map(lambda images, targets: (images, {"boxes": targets["boxes"],
+                                                                    "labels": targets["labels"]})),
+                        epochs=1, verbose=0)
+    assert {key for key in history.history if key.endswith("loss")} == {"loss", "rpn_objectness_loss",
+                                                                         "rpn_box_loss"}
+    boxes, scores, valid = model.propose(next(iter(data))[0], post_nms_topk=50)
+    assert boxes.shape == (4, 50, 4) and scores.shape == (4, 50) and valid.shape == (4, 50)
+    assert model.anchor_generator.anchors_per_location == 9
+    metrics = evaluate_proposals(model, data, max_proposals=(10, 100))
+    assert set(metrics) == {"AR10", "AR100", "AR100_small", "AR100_medium", "AR100_large"}
+    assert 0.0 <= metrics["AR10"] <= metrics["AR100"] <= 1.0

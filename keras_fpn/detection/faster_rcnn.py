@@ -123,6 +123,8 @@ class FasterRCNN(Detector):
             `backbone_kwargs["pyramid_kwargs"]["extra_levels_from"]` says otherwise).
         num_channels: int, default 256. Pyramid channels (also the RPN head's).
         anchor_scale: float, default 8. Anchor size in strides of its level (32 px on P2 ... 512 on P6).
+        anchor_scales: default (1,): multipliers of that size at every location (a single-level RPN, as the
+            paper's C4 / C5 / P2-only baselines, needs several, e.g. (0.25, 0.5, 1, 2, 4)).
         aspect_ratios: default (0.5, 1, 2).
         rpn_positive_iou, rpn_negative_iou: default 0.7 and 0.3.
         rpn_batch_size_per_image: default 256. rpn_positive_fraction: default 0.5.
@@ -137,6 +139,9 @@ class FasterRCNN(Detector):
         smooth_l1_beta: default 1/9, of both box losses.
         score_threshold: default 0.05. nms_iou_threshold: default 0.5. max_detections: default 100.
         seed: int or None, of the anchor and RoI sampling.
+        rpn_only: bool, default False. Train the RPN alone (the FPN paper's Table 1): `compute_loss` has only the
+            RPN losses, and `propose(images)` gives the proposals to score with
+            `keras_fpn.evaluation.evaluate_proposals`; `predict` still runs the (untrained) RoI heads.
         **kwargs: base `keras.Model` arguments (`name`, `dtype`).
 
     Call arguments:
@@ -172,6 +177,7 @@ class FasterRCNN(Detector):
         backbone_kwargs=None,
         bounding_box_format="xyxy",
         anchor_scale=8.0,
+        anchor_scales=(1.0,),
         aspect_ratios=DEFAULT_ASPECT_RATIOS,
         rpn_positive_iou=0.7,
         rpn_negative_iou=0.3,
@@ -197,6 +203,7 @@ class FasterRCNN(Detector):
         nms_iou_threshold=0.5,
         max_detections=100,
         seed=None,
+        rpn_only=False,
         **kwargs,
     ):
         if not isinstance(num_classes, int) or num_classes < 1:
@@ -220,7 +227,7 @@ class FasterRCNN(Detector):
         backbone = resolve_backbone(backbone, backbone_weights, input_shape, min_level, max_level, num_channels,
                                     backbone_kwargs)
 
-        anchor_generator = AnchorGenerator(backbone.min_level, backbone.max_level, anchor_scale, (1.0,),
+        anchor_generator = AnchorGenerator(backbone.min_level, backbone.max_level, anchor_scale, anchor_scales,
                                            aspect_ratios)
         images = keras.Input(shape=backbone.image_shape, name="images")
         pyramid = backbone(images)
@@ -248,6 +255,9 @@ class FasterRCNN(Detector):
         self.box_head_fc2.build((None, head_dim))
         self.box_classifier.build((None, head_dim))
         self.box_regressor.build((None, head_dim))
+        if rpn_only:  # the RoI heads get no gradient: keep them out of the optimizer (no Keras warning)
+            for layer in (self.box_head_fc1, self.box_head_fc2, self.box_classifier, self.box_regressor):
+                layer.trainable = False
 
         self.backbone = backbone
         self.num_classes = num_classes
@@ -279,11 +289,14 @@ class FasterRCNN(Detector):
         self.nms_iou_threshold = nms_iou_threshold
         self.max_detections = max_detections
         self.seed = seed
+        self.rpn_only = bool(rpn_only)
+        self.anchor_scales = tuple(float(scale) for scale in anchor_scales)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.rpn_objectness_loss_tracker = keras.metrics.Mean(name="rpn_objectness_loss")
         self.rpn_box_loss_tracker = keras.metrics.Mean(name="rpn_box_loss")
-        self.classification_loss_tracker = keras.metrics.Mean(name="classification_loss")
-        self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
+        if not rpn_only:  # an RPN trained alone logs its own losses only
+            self.classification_loss_tracker = keras.metrics.Mean(name="classification_loss")
+            self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
         self.dropped_boxes_tracker = keras.metrics.Sum(name="dropped_boxes")
 
     # -- anchors and pooling ------------------------------------------------------------------------------------
@@ -339,6 +352,8 @@ class FasterRCNN(Detector):
         boxes, labels, dropped = clip_and_drop(boxes, labels, height, width)
         anchors, per_level = self.anchors_from(y_pred)
         rpn_objectness_loss, rpn_box_loss = self._rpn_loss(y_pred, anchors, boxes, labels)
+        if self.rpn_only:
+            return self._total({"rpn_objectness_loss": rpn_objectness_loss, "rpn_box_loss": rpn_box_loss}, dropped)
 
         proposals, _, valid = self._proposals(y_pred, anchors, per_level, height, width, training=True)
         rois, roi_labels, roi_targets, roi_valid, roi_gt_index = self._sample_rois(proposals, valid, boxes, labels)
@@ -347,7 +362,10 @@ class FasterRCNN(Detector):
         losses = {"rpn_objectness_loss": rpn_objectness_loss, "rpn_box_loss": rpn_box_loss,
                   "classification_loss": classification_loss, "box_loss": box_loss}
         losses.update(self.extra_losses(y, y_pred, rois, roi_labels, roi_valid, roi_gt_index))
+        return self._total(losses, dropped)
 
+    def _total(self, losses, dropped):
+        """Logs each loss and the dropped boxes; returns their sum (plus any layer losses)."""
         replicas = num_replicas()
         for name, value in losses.items():
             getattr(self, f"{name}_tracker").update_state(value * replicas)
@@ -437,6 +455,20 @@ class FasterRCNN(Detector):
         detections, _ = self.detect_with_features(images)
         return detections
 
+    def propose(self, images, post_nms_topk=None):
+        """The RPN's proposals for `images` as at inference: `(boxes [batch, K, 4] pixel xyxy, objectness scores
+        [batch, K], valid [batch, K])`, `K = post_nms_topk` (default `rpn_post_nms_topk_test`)."""
+        from keras_fpn.detection.checks import check_images
+
+        images = check_images(ops.convert_to_tensor(images), 2 ** self.backbone.max_level)
+        y_pred = self(images, training=False)
+        height, width = self._image_size(images)
+        anchors, per_level = self.anchors_from(y_pred)
+        return generate_proposals(
+            y_pred["rpn_objectness"], y_pred["rpn_box"], anchors, per_level, height, width,
+            pre_nms_topk=self.rpn_pre_nms_topk_test, post_nms_topk=post_nms_topk or self.rpn_post_nms_topk_test,
+            nms_iou_threshold=self.rpn_nms_iou_threshold, min_size=self.rpn_min_size, box_weights=RPN_BOX_WEIGHTS)
+
     def detect_with_features(self, images):
         """`detect`'s detections (boxes in `bounding_box_format`) and the pyramid they came from, with the
         detections' pixel xyxy boxes as `"pixel_boxes"` in the second result (for heads run on detections)."""
@@ -469,6 +501,8 @@ class FasterRCNN(Detector):
         }
         if "size" in anchors:
             kwargs["anchor_scale"] = anchors["size"]
+        if "scales" in anchors:
+            kwargs["anchor_scales"] = tuple(anchors["scales"])
         if "aspect_ratios" in anchors:
             kwargs["aspect_ratios"] = tuple(anchors["aspect_ratios"])
         for key, value in record.get("rpn", {}).items():
@@ -522,6 +556,8 @@ class FasterRCNN(Detector):
             "nms_iou_threshold": self.nms_iou_threshold,
             "max_detections": self.max_detections,
             "seed": self.seed,
+            "anchor_scales": self.anchor_scales,
+            "rpn_only": self.rpn_only,
         }
 
     @classmethod

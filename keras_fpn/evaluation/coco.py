@@ -217,3 +217,84 @@ def evaluate_coco(model, dataset, class_names=None, per_class=False, verbose=0, 
         prefix = "mask_" if kind == "segm" and len(iou_types) > 1 else ""
         metrics.update({prefix + key: value for key, value in found.items()})
     return metrics
+
+
+def _proposal_key(count):
+    return f"AR{count // 1000}k" if count >= 1000 and count % 1000 == 0 else f"AR{count}"
+
+
+def proposal_recall(ground_truth, proposals, max_proposals=(100, 1000)):
+    """Class-agnostic average recall of region proposals, by pycocotools (the FPN paper's Table 1 metric).
+
+    Args:
+        ground_truth: list over images of `(height, width, boxes [M, 4] pixel xyxy, ...)` (labels are ignored).
+        proposals: list over images of `(boxes [P, 4] pixel xyxy, scores [P])`, any order.
+        max_proposals: the proposal counts to measure recall at (COCOeval's `maxDets`).
+
+    Returns:
+        dict: `AR100`, `AR1k`, ... (recall averaged over IoU 0.5:0.95 with at most that many proposals per image),
+        and `AR1k_small`, `AR1k_medium`, `AR1k_large` for the largest count (-1 where there are no such objects).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    images, annotations, results = [], [], []
+    for image_id, (truth, found) in enumerate(zip(ground_truth, proposals)):
+        images.append({"id": image_id, "height": int(truth[0]), "width": int(truth[1])})
+        for box in _xyxy_to_xywh(truth[2]):
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 0,
+                                "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0})
+        for box, score in zip(_xyxy_to_xywh(found[0]), np.asarray(found[1]).reshape(-1)):
+            results.append({"image_id": image_id, "category_id": 0, "bbox": box.tolist(), "score": float(score)})
+    counts = sorted(int(count) for count in max_proposals)
+    keys = [_proposal_key(count) for count in counts]
+    if not results or not annotations:
+        metrics = {key: 0.0 for key in keys}
+        metrics.update({f"{keys[-1]}_{size}": -1.0 for size in ("small", "medium", "large")})
+        return metrics
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 0, "name": "object"}]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        evaluation = COCOeval(coco, coco.loadRes(results), "bbox")
+        evaluation.params.useCats = 0
+        evaluation.params.maxDets = counts
+        evaluation.evaluate()
+        evaluation.accumulate()
+    recall = evaluation.eval["recall"]  # [iou thresholds, categories, area ranges (all, s, m, l), max dets]
+
+    def mean(values):
+        values = values[values > -1]
+        return float(np.mean(values)) if values.size else -1.0
+
+    metrics = {key: mean(recall[:, :, 0, index]) for index, key in enumerate(keys)}
+    for area, size in ((1, "small"), (2, "medium"), (3, "large")):
+        metrics[f"{keys[-1]}_{size}"] = mean(recall[:, :, area, -1])
+    return metrics
+
+
+def evaluate_proposals(model, dataset, max_proposals=(100, 1000)):
+    """Average recall of a two-stage detector's RPN proposals (`model.propose`) on `dataset` (batches as for
+    `evaluate_coco`; with `"image_size"` and `"scale"`, boxes are compared in the original images).
+
+    Returns:
+        dict of `proposal_recall`.
+    """
+    ground_truth, proposals = [], []
+    for images, targets in dataset:
+        boxes, scores, valid = (np.asarray(value) for value in model.propose(images, max(max_proposals)))
+        gt_boxes, gt_labels = np.asarray(targets["boxes"], np.float64), np.asarray(targets["labels"])
+        sizes = np.asarray(targets["image_size"]) if "image_size" in targets else None
+        scales = np.asarray(targets["scale"]) if "scale" in targets else None
+        for i in range(len(gt_labels)):
+            image_gt, image_boxes = gt_boxes[i][gt_labels[i] >= 0], boxes[i][valid[i]]
+            size = (int(images.shape[1]), int(images.shape[2]))
+            if sizes is not None and scales is not None:
+                size = tuple(int(v) for v in sizes[i])
+                image_gt = _to_original(image_gt, scales[i], size)
+                image_boxes = _to_original(image_boxes, scales[i], size)
+            ground_truth.append((*size, image_gt))
+            proposals.append((image_boxes, scores[i][valid[i]]))
+    if not ground_truth:
+        raise ValueError("The evaluation dataset is empty.")
+    return proposal_recall(ground_truth, proposals, max_proposals)
