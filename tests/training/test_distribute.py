@@ -70,6 +70,12 @@ BUILDS = {
 }
 
 
+# RetinaNet's losses agree to 1e-4. Faster R-CNN's proposals are a discrete choice (top-k, NMS): after the first
+# step the two runs' weights differ at float precision, which can flip a proposal at a threshold and move a RoI
+# loss by ~1e-4 (measured 1.1e-4 once in CI), so its losses are compared at 1e-3; the weights, below, as tightly.
+TOLERANCE = {"retinanet": 1e-4, "faster_rcnn": 1e-3}
+
+
 @pytest.mark.parametrize("detector", sorted(BUILDS))
 def test_mirrored_two_replicas_match_one_device(tmp_path, detector):
     script = tmp_path / "mirrored.py"
@@ -80,7 +86,7 @@ def test_mirrored_two_replicas_match_one_device(tmp_path, detector):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2
     for key in [key for key in report["single"] if key.endswith("loss")]:
-        assert report["mirrored"][key] == pytest.approx(report["single"][key], rel=1e-4), (key, report)
+        assert report["mirrored"][key] == pytest.approx(report["single"][key], rel=TOLERANCE[detector]), (key, report)
     # Three SGD steps moved the weights by weight_change; the two runs agree far more closely than that.
     assert report["weight_difference"] < 1e-3 * report["weight_change"], report
 
