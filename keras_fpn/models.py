@@ -169,19 +169,16 @@ def backbone_kwargs(record):
     return kwargs
 
 
-def retinanet_kwargs(record):
-    """`RetinaNet` constructor arguments of a zoo record (everything but `num_classes` and the weights)."""
-    backbone, pyramid, head, anchors = (record[key] for key in ("backbone", "pyramid", "head", "anchors"))
+def detector_kwargs(record, min_level, max_level):
+    """The constructor arguments every architecture reads the same way from a record's `backbone`, `pyramid` and
+    `anchors` sections; `min_level` and `max_level` are the architecture's defaults for absent pyramid levels."""
+    pyramid, anchors = record["pyramid"], record["anchors"]
     kwargs = {
-        "backbone": backbone["application"],
-        "min_level": pyramid.get("min_level", 3),
-        "max_level": pyramid.get("max_level", 7),
+        "backbone": record["backbone"]["application"],
+        "min_level": pyramid.get("min_level", min_level),
+        "max_level": pyramid.get("max_level", max_level),
         "num_channels": pyramid.get("num_channels", 256),
         "backbone_kwargs": backbone_kwargs(record),
-        "head_filters": head.get("filters", 256),
-        "head_depth": head.get("depth", 4),
-        "head_norm": head.get("norm"),
-        "prior_probability": head.get("prior_probability", 0.01),
     }
     if "size" in anchors:
         kwargs["anchor_scale"] = anchors["size"]
@@ -189,6 +186,19 @@ def retinanet_kwargs(record):
         kwargs["anchor_scales"] = tuple(anchors["scales"])
     if "aspect_ratios" in anchors:
         kwargs["aspect_ratios"] = tuple(anchors["aspect_ratios"])
+    return kwargs
+
+
+def retinanet_kwargs(record):
+    """`RetinaNet` constructor arguments of a zoo record (everything but `num_classes` and the weights)."""
+    head = record["head"]
+    kwargs = detector_kwargs(record, min_level=3, max_level=7)
+    kwargs.update({
+        "head_filters": head.get("filters", 256),
+        "head_depth": head.get("depth", 4),
+        "head_norm": head.get("norm"),
+        "prior_probability": head.get("prior_probability", 0.01),
+    })
     kwargs.update(record.get("detection", {}))
     return kwargs
 

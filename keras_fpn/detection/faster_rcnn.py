@@ -491,20 +491,7 @@ class FasterRCNN(Detector):
     def record_kwargs(cls, record):
         from keras_fpn import models
 
-        pyramid, anchors = record["pyramid"], record["anchors"]
-        kwargs = {
-            "backbone": record["backbone"]["application"],
-            "min_level": pyramid.get("min_level", 2),
-            "max_level": pyramid.get("max_level", 6),
-            "num_channels": pyramid.get("num_channels", 256),
-            "backbone_kwargs": models.backbone_kwargs(record),
-        }
-        if "size" in anchors:
-            kwargs["anchor_scale"] = anchors["size"]
-        if "scales" in anchors:
-            kwargs["anchor_scales"] = tuple(anchors["scales"])
-        if "aspect_ratios" in anchors:
-            kwargs["aspect_ratios"] = tuple(anchors["aspect_ratios"])
+        kwargs = models.detector_kwargs(record, min_level=2, max_level=6)
         for key, value in record.get("rpn", {}).items():
             if key != "source":
                 kwargs[key if key.startswith("rpn_") else f"rpn_{key}"] = value
