@@ -142,7 +142,7 @@ def _train(args):
     train = load_dataset(args.dataset, args.train_split, max_images=args.max_images, image_size=image_size[0],
                          with_masks=masks)
     val = None
-    val_spec = args.val_dataset or ("shapes" if args.dataset == "shapes" else None)
+    val_spec = args.val_dataset or (args.dataset if args.dataset in ("shapes", "shapes:scales") else None)
     if val_spec and args.eval_every:
         val = load_dataset(val_spec, args.val_split, class_names=train.class_names, max_images=args.max_val_images,
                            image_size=image_size[0], with_masks=masks)
@@ -303,7 +303,8 @@ def build_parser():
     zoo.add_argument("name", nargs="?", help="a zoo name: print its JSON record")
     zoo.set_defaults(run=_models)
 
-    dataset_help = ("shapes (generated), tfds:NAME (e.g. tfds:coco/2017, prepared with tfds), voc:DIR (PASCAL VOC "
+    dataset_help = ("shapes (generated), shapes:scales (generated, 256x256, objects 8-160 px), tfds:NAME (e.g. "
+                    "tfds:coco/2017, prepared with tfds), voc:DIR (PASCAL VOC "
                     "folder), coco:JSON,IMAGE_DIR, or csv:FILE[,IMAGE_DIR]")
     train = commands.add_parser(
         "train", help="train a zoo model on a dataset (checkpoints, resume, TensorBoard, COCO evaluation)",
@@ -313,7 +314,7 @@ def build_parser():
     train.add_argument("--model", required=True, help="zoo name (see `keras-fpn models`) or a record .json file")
     train.add_argument("--dataset", required=True, help=dataset_help)
     train.add_argument("--val-dataset", help="evaluated with COCO metrics every --eval-every epochs (default: "
-                                             "held-out shapes for --dataset shapes, otherwise none)")
+                                             "held-out shapes for --dataset shapes or shapes:scales, otherwise none)")
     train.add_argument("--train-split", default="train", help="split of tfds:/voc: datasets (default: train)")
     train.add_argument("--val-split", default="validation", help="split of the validation dataset "
                                                                   "(default: validation)")

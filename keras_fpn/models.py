@@ -40,12 +40,13 @@ _SECTIONS = {
 }
 _FIELDS = {
     "backbone": {"application", "weights", "kwargs", "batchnorm_momentum", "freeze_batchnorm"},
-    "pyramid": {"min_level", "max_level", "num_channels", "fusion", "extra_levels_from", "norm"},
+    "pyramid": {"min_level", "max_level", "num_channels", "fusion", "extra_levels_from", "norm", "top_down",
+                "lateral"},
     "head": {"filters", "depth", "norm", "prior_probability"},
     "anchors": {"size", "scales", "aspect_ratios"},
     "rpn": {"positive_iou", "negative_iou", "batch_size_per_image", "positive_fraction", "pre_nms_topk_train",
             "pre_nms_topk_test", "post_nms_topk_train", "post_nms_topk_test", "nms_iou_threshold", "min_size",
-            "source"},
+            "min_level", "max_level", "source"},
     "roi_heads": {"min_level", "max_level", "pool_size", "sampling_ratio", "batch_size_per_image",
                   "positive_fraction", "positive_iou", "head_dim", "box_weights", "smooth_l1_beta", "source"},
     "mask_head": {"pool_size", "filters", "depth", "source"},
@@ -159,7 +160,8 @@ def build(name, num_classes=None, backbone_weights="preset", **kwargs):
 def backbone_kwargs(record):
     """The `FPNBackbone` arguments every architecture reads from a record's `backbone` and `pyramid` sections."""
     backbone, pyramid = record["backbone"], record["pyramid"]
-    pyramid_kwargs = {key: pyramid[key] for key in ("fusion", "extra_levels_from", "norm") if key in pyramid}
+    pyramid_kwargs = {key: pyramid[key] for key in ("fusion", "extra_levels_from", "norm", "top_down", "lateral")
+                      if key in pyramid}
     kwargs = {"pyramid_kwargs": pyramid_kwargs}
     for key in ("batchnorm_momentum", "freeze_batchnorm"):
         if backbone.get(key) is not None:

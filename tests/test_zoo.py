@@ -137,6 +137,18 @@ def test_own_record_file_and_overrides(tmp_path):
     assert RetinaNet.from_preset(str(path), num_classes=2).num_classes == 2
 
 
+def test_records_can_state_the_papers_ablations():
+    from keras_fpn.detection.faster_rcnn import FasterRCNN
+
+    record = models.get("fasterrcnn_mobilenetv3small_shapes")
+    record["pyramid"].update(top_down=False, lateral=True)
+    record["rpn"].update(min_level=2, max_level=2)
+    kwargs = FasterRCNN.record_kwargs(models._check(record, "ablation"))
+    assert kwargs["backbone_kwargs"]["pyramid_kwargs"] == {"fusion": "sum", "extra_levels_from": "subsample",
+                                                            "norm": None, "top_down": False, "lateral": True}
+    assert (kwargs["rpn_min_level"], kwargs["rpn_max_level"]) == (2, 2)
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda r: r.pop("backbone"), r"missing fields \['backbone'\]"),
     (lambda r: r.update(backbones={}), r"unknown fields \['backbones'\]"),

@@ -3,6 +3,9 @@
 import numpy as np
 
 SHAPE_CLASSES = ("rectangle", "ellipse", "triangle")
+# The scale study (FPN paper ablations, `benchmarks/ablations.py`; dataset `shapes:scales`): 256x256 images with up to
+# 12 objects from 8 to 160 px, sides log-uniform, so about two thirds of the objects are COCO-small (< 32x32 px).
+SCALES = {"image_size": 256, "min_size": 8, "max_size": 160, "max_objects": 12}
 
 
 def _draw(image, kind, box, color):
@@ -100,17 +103,18 @@ def shapes_dataset(num_images, batch_size=8, image_size=128, max_objects=4, min_
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def load_shapes(num_images, image_size=128, max_objects=4, seed=0, with_masks=False):
+def load_shapes(num_images, image_size=128, max_objects=4, seed=0, with_masks=False, min_size=12, max_size=None):
     """Generated shapes as `DetectionData`, the form every reader returns (uint8 images, unpadded boxes; with
     `with_masks`, also `"masks"` uint8 `[num_boxes, H, W]`).
 
-    Class names are `SHAPE_CLASSES`. Use different seeds for training and held-out splits.
+    Class names are `SHAPE_CLASSES`. Use different seeds for training and held-out splits. The arguments are
+    `generate_shapes`'s; `load_shapes(n, seed=s, **SCALES)` is the scale study's data set.
     """
     import tensorflow as tf
 
     from keras_fpn.datasets.records import DetectionData
 
-    generated = generate_shapes(num_images, image_size, max_objects, seed=seed, with_masks=with_masks)
+    generated = generate_shapes(num_images, image_size, max_objects, min_size, max_size, seed, with_masks)
     targets = {"boxes": generated[1], "labels": generated[2]}
     if with_masks:
         targets["masks"] = generated[3]

@@ -1,8 +1,9 @@
-"""One string names a dataset: `shapes`, `tfds:NAME`, `voc:DIR`, `coco:JSON,DIR` or `csv:FILE[,IMAGE_DIR]`."""
+"""One string names a dataset: `shapes`, `shapes:scales`, `tfds:NAME`, `voc:DIR`, `coco:JSON,DIR` or
+`csv:FILE[,IMAGE_DIR]`."""
 
 import os
 
-FORMS = ("shapes", "tfds:NAME", "voc:DIR", "coco:JSON,IMAGE_DIR", "csv:FILE[,IMAGE_DIR]")
+FORMS = ("shapes", "shapes:scales", "tfds:NAME", "voc:DIR", "coco:JSON,IMAGE_DIR", "csv:FILE[,IMAGE_DIR]")
 # Generated shapes: a training set and a held-out set from other seeds.
 SHAPES = {"train": (2000, 1), "validation": (200, 2), "test": (200, 3)}
 
@@ -22,6 +23,8 @@ def load_dataset(spec, split="train", class_names=None, max_images=None, image_s
     Args:
         spec: str, one of
             `shapes` (generated; `split` "train" 2000 images, "validation"/"test" 200 held-out ones),
+            `shapes:scales` (the same splits of the scale study's shapes, `keras_fpn.datasets.shapes.SCALES`: 256x256,
+            up to 12 objects of 8-160 px; `image_size` is ignored),
             `tfds:NAME` (`load_tfds(NAME, split)`, e.g. `tfds:coco/2017`, `tfds:voc/2007`),
             `voc:DIR` (`load_voc`: all annotated images, or the ImageSets list `split` when DIR has one),
             `coco:JSON,IMAGE_DIR` (`load_coco_json`),
@@ -57,10 +60,13 @@ def load_dataset(spec, split="train", class_names=None, max_images=None, image_s
             raise FileNotFoundError(f"Dataset {spec!r}: {what} {path!r} does not exist.")
         return path
 
-    if kind == "shapes" and not rest:
+    if kind == "shapes" and rest in ("", "scales"):
+        from keras_fpn.datasets.shapes import SCALES
+
         num_images, seed = SHAPES.get(split, SHAPES["train"])
-        data = load_shapes(num_images if max_images is None else min(num_images, max_images), image_size,
-                           seed=seed, with_masks=with_masks)
+        options = SCALES if rest else {"image_size": image_size}
+        data = load_shapes(num_images if max_images is None else min(num_images, max_images), seed=seed,
+                           with_masks=with_masks, **options)
     elif kind == "tfds" and rest:
         data = load_tfds(rest, split=split or "train")
     elif kind == "voc" and rest:

@@ -131,6 +131,9 @@ class FasterRCNN(Detector):
         rpn_pre_nms_topk_train, rpn_pre_nms_topk_test: default 2000 and 1000, per level.
         rpn_post_nms_topk_train, rpn_post_nms_topk_test: default 1000 and 1000, per image.
         rpn_nms_iou_threshold: default 0.7. rpn_min_size: default 0, proposals smaller than this are dropped.
+        rpn_min_level, rpn_max_level: default None (the pyramid's `min_level` and `max_level`): the levels the RPN
+            runs on. A narrower range keeps the whole pyramid but proposes from those levels only (the FPN paper's
+            "only finest level" row: `rpn_min_level=rpn_max_level=2` with several `anchor_scales`).
         roi_min_level, roi_max_level: default 2 and 5, the levels RoIs are pooled from.
         pool_size: default 7. sampling_ratio: default 2.
         roi_batch_size_per_image: default 512. roi_positive_fraction: default 0.25. roi_positive_iou: default 0.5.
@@ -189,6 +192,8 @@ class FasterRCNN(Detector):
         rpn_post_nms_topk_test=1000,
         rpn_nms_iou_threshold=0.7,
         rpn_min_size=0.0,
+        rpn_min_level=None,
+        rpn_max_level=None,
         roi_min_level=2,
         roi_max_level=5,
         pool_size=7,
@@ -227,13 +232,18 @@ class FasterRCNN(Detector):
         backbone = resolve_backbone(backbone, backbone_weights, input_shape, min_level, max_level, num_channels,
                                     backbone_kwargs)
 
-        anchor_generator = AnchorGenerator(backbone.min_level, backbone.max_level, anchor_scale, anchor_scales,
-                                           aspect_ratios)
+        rpn_min_level = backbone.min_level if rpn_min_level is None else rpn_min_level
+        rpn_max_level = backbone.max_level if rpn_max_level is None else rpn_max_level
+        if not backbone.min_level <= rpn_min_level <= rpn_max_level <= backbone.max_level:
+            raise ValueError(f"Received rpn_min_level={rpn_min_level}, rpn_max_level={rpn_max_level} with pyramid "
+                             f"levels {backbone.min_level}-{backbone.max_level}; expected RPN levels inside the "
+                             "pyramid's.")
+        anchor_generator = AnchorGenerator(rpn_min_level, rpn_max_level, anchor_scale, anchor_scales, aspect_ratios)
         images = keras.Input(shape=backbone.image_shape, name="images")
         pyramid = backbone(images)
         rpn_head = RPNHead(anchor_generator.anchors_per_location, backbone.num_channels, name="rpn_head")
         objectness, deltas = [], []
-        for level in range(backbone.min_level, backbone.max_level + 1):
+        for level in range(rpn_min_level, rpn_max_level + 1):
             level_objectness, level_deltas = rpn_head(pyramid[level_key("P", level)])
             objectness.append(level_objectness)
             deltas.append(level_deltas)
@@ -275,6 +285,8 @@ class FasterRCNN(Detector):
         self.rpn_post_nms_topk_test = rpn_post_nms_topk_test
         self.rpn_nms_iou_threshold = rpn_nms_iou_threshold
         self.rpn_min_size = rpn_min_size
+        self.rpn_min_level = rpn_min_level
+        self.rpn_max_level = rpn_max_level
         self.roi_min_level = roi_min_level
         self.roi_max_level = roi_max_level
         self.pool_size = pool_size
@@ -302,7 +314,7 @@ class FasterRCNN(Detector):
     # -- anchors and pooling ------------------------------------------------------------------------------------
 
     def _levels(self):
-        return range(self.backbone.min_level, self.backbone.max_level + 1)
+        return range(self.rpn_min_level, self.rpn_max_level + 1)
 
     def anchors_from(self, y_pred):
         """`(anchors [N, 4], anchors per level)` for the pyramid maps in `y_pred` (static or runtime sizes)."""
@@ -529,6 +541,8 @@ class FasterRCNN(Detector):
             "rpn_post_nms_topk_test": self.rpn_post_nms_topk_test,
             "rpn_nms_iou_threshold": self.rpn_nms_iou_threshold,
             "rpn_min_size": self.rpn_min_size,
+            "rpn_min_level": self.rpn_min_level,
+            "rpn_max_level": self.rpn_max_level,
             "roi_min_level": self.roi_min_level,
             "roi_max_level": self.roi_max_level,
             "pool_size": self.pool_size,

@@ -32,3 +32,28 @@ def test_dataset_elements():
     images, targets = next(iter(shapes_dataset(5, batch_size=4, image_size=64, seed=1)))
     assert tuple(images.shape) == (4, 64, 64, 3) and images.dtype.name == "float32"
     assert tuple(targets["boxes"].shape) == (4, 4, 4) and tuple(targets["labels"].shape) == (4, 4)
+
+
+def test_scale_study_data_is_mostly_small_objects_at_every_scale():
+    from keras_fpn.datasets.shapes import SCALES
+
+    images, boxes, labels = generate_shapes(40, seed=1, **SCALES)
+    assert images.shape == (40, 256, 256, 3)
+    valid = labels >= 0
+    sides = np.sqrt((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1]))[valid]
+    assert sides.min() >= 8 and sides.max() <= 160 * np.sqrt(2)  # aspect ratios 1:2-2:1 around 8-160 px
+    assert (sides < 32).mean() > 0.5 and (sides >= 96).any()  # mostly COCO-small, some large
+    assert valid.sum(axis=1).max() > 8  # crowded images (up to 12 objects)
+
+
+def test_load_shapes_and_the_scales_spec_pass_the_options_through():
+    from keras_fpn.datasets.shapes import SCALES, load_shapes
+    from keras_fpn.datasets.spec import load_dataset
+
+    direct = load_shapes(3, seed=2, **SCALES)
+    by_spec = load_dataset("shapes:scales", "validation", max_images=3)
+    assert by_spec.num_images == 3 and tuple(by_spec.class_names) == SHAPE_CLASSES
+    for (image, target), (image2, target2) in zip(direct.dataset, by_spec.dataset):
+        assert image.shape == (256, 256, 3)
+        np.testing.assert_array_equal(image, image2)
+        np.testing.assert_array_equal(target["boxes"], target2["boxes"])

@@ -258,7 +258,20 @@ def test_bad_input_is_named_as_for_retinanet(model):
         model.predict_on_batch(images[0])
 
 
+def test_rpn_on_the_finest_level_only_keeps_the_whole_pyramid():
+    # The FPN paper's "only finest level" row: the top-down pyramid is built, the RPN sees P2 alone.
+    detector = tiny_faster_rcnn(max_level=5, rpn_min_level=2, rpn_max_level=2, anchor_scales=(1.0, 2.0, 4.0))
+    outputs = detector(np.zeros((1, 64, 96, 3), "float32"))
+    assert sorted(outputs) == ["P2", "P3", "P4", "P5", "rpn_box", "rpn_objectness"]
+    assert outputs["rpn_objectness"].shape == (1, 16 * 24 * 9)
+    boxes, _, valid = detector.propose(np.zeros((1, 64, 96, 3), "float32"), post_nms_topk=20)
+    assert boxes.shape == (1, 20, 4) and valid.shape == (1, 20)
+    config = detector.get_config()
+    assert (config["rpn_min_level"], config["rpn_max_level"]) == (2, 2)
+
+
 @pytest.mark.parametrize("kwargs, message", [
+    ({"rpn_max_level": 7}, "expected RPN levels inside the pyramid's"),
     ({"rpn_negative_iou": 0.8}, "expected 0 <= rpn_negative_iou <= rpn_positive_iou"),
     ({"roi_positive_fraction": 0.0}, "roi_positive_fraction=0.0"),
     ({"roi_max_level": 7}, "expected RoI levels inside the pyramid's"),
