@@ -71,6 +71,12 @@ def _demo(args):
           f"model saved in {args.output_dir}/model.keras")
     print(f"detections drawn in {args.output_dir}/detections.png")
     print()
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        print(f"Not exported: a SavedModel is written under the TensorFlow backend. The saved model loads there: "
+              f"KERAS_BACKEND=tensorflow keras-fpn export {args.output_dir}")
+        return 0
     from keras_fpn.datasets.shapes import SHAPE_CLASSES, generate_shapes
     from keras_fpn.demo import export_and_serve
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs keras_fpn with its test extras, then runs the whole test suite: everything under the TensorFlow
-# backend (slow tests included), then the backend-agnostic layer and op tests again under JAX. Prints the 15
+# backend (slow tests included), then the backend-agnostic layer and op tests and the JAX detector tests
+# (tests/backends: fit, predict with keras.ops NMS, a .keras file loaded under TensorFlow) under JAX. Prints the 15
 # slowest tests and the total time (measured times of both tiers: README "Set-up").
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"` for the quick tier.
 set -euo pipefail
@@ -14,7 +15,7 @@ echo "== tests, TensorFlow backend"
 # single-threaded Python, so on 2 cores this is 1.5x faster than one process (README "Set-up"). Modules marked
 # xdist_group stay on one worker, so their module fixtures (a trained run, an export) are built once.
 KERAS_BACKEND=tensorflow "$PYTHON" -m pytest -n "${KERAS_FPN_TEST_WORKERS:-2}" --dist loadgroup --durations=15 "$@"
-echo "== layer and op tests, JAX backend"
-KERAS_BACKEND=jax "$PYTHON" -m pytest tests/layers tests/ops "$@"
+echo "== layer, op and detector tests, JAX backend"
+KERAS_BACKEND=jax "$PYTHON" -m pytest tests/layers tests/ops tests/backends "$@"
 elapsed=$((SECONDS - start))
 echo "== test suite done in $((elapsed / 60)) min $((elapsed % 60)) s (installation not counted)"

@@ -3,10 +3,10 @@
 Shared by `RetinaNet.predict_step` and the exported serving function, so both give the same detections.
 """
 
-import tensorflow as tf
 from keras import ops
 
 from keras_fpn.detection.box_coding import decode_deltas
+from keras_fpn.detection.nms import detection_nms
 
 
 def decode_detections(
@@ -25,8 +25,9 @@ def decode_detections(
     """Detections from raw head outputs.
 
     For each level, the `pre_nms_topk` highest (anchor, class) scores are kept (after the score threshold), their
-    deltas decoded against the anchors and clipped to the image; per-class NMS
-    (`tf.image.combined_non_max_suppression`) then keeps at most `max_detections` per image. Working on at most
+    deltas decoded against the anchors and clipped to the image; per-class NMS (`keras_fpn.detection.nms`:
+    TensorFlow's combined NMS on that backend, `keras.ops` elsewhere) then keeps at most `max_detections` per
+    image. Working on at most
     `levels x pre_nms_topk` candidates keeps decoding fast when scores are low everywhere.
 
     Args:
@@ -76,22 +77,6 @@ def decode_detections(
         [ops.clip(boxes[..., 0], 0.0, width), ops.clip(boxes[..., 1], 0.0, height),
          ops.clip(boxes[..., 2], 0.0, width), ops.clip(boxes[..., 3], 0.0, height)], axis=-1
     )
-    class_scores = ops.one_hot(ops.concatenate(candidate_classes, axis=1), num_classes) * ops.concatenate(
-        candidate_scores, axis=1
-    )[..., None]
-    # combined_non_max_suppression reads corners as (y1, x1, y2, x2), but IoU is symmetric in x and y, so xyxy
-    # boxes go through unchanged.
-    nms_boxes, nms_scores, nms_classes, num_detections = tf.image.combined_non_max_suppression(
-        boxes[:, :, None, :],
-        class_scores,
-        max_output_size_per_class=max_detections,
-        max_total_size=max_detections,
-        iou_threshold=nms_iou_threshold,
-        score_threshold=score_threshold,
-        pad_per_class=False,
-        clip_boxes=False,
-    )
-    num_detections = ops.cast(num_detections, "int32")
-    valid = ops.arange(max_detections)[None, :] < num_detections[:, None]
-    labels = ops.where(valid, ops.cast(nms_classes, "int32"), -1)
-    return {"boxes": nms_boxes, "scores": nms_scores, "labels": labels, "num_detections": num_detections}
+    return detection_nms(boxes, ops.concatenate(candidate_scores, axis=1),
+                         ops.concatenate(candidate_classes, axis=1), num_classes, max_detections, nms_iou_threshold,
+                         score_threshold)

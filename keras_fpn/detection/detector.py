@@ -144,12 +144,27 @@ class Detector(keras.Model):
       3.13, warns about its own default);
     - the optimizer built before the first step is traced (see `build_optimizer_before_tracing`).
 
+    Backends: under JAX everything (training, decoding, NMS) is `keras.ops` and runs jit-compiled, as Keras compiles
+    by default there. Under TensorFlow, `predict` uses TensorFlow's own NMS, and the input checks its graph asserts;
+    neither has an XLA kernel, so a detector does not ask for XLA there (`jit_compile="auto"` resolves to False, on
+    GPU machines too, and a `.keras` file saved under JAX, which records `jit_compile=True`, loads with "auto").
+
     Class attributes a detector sets when it has a mask head: `uses_masks` (its `y` needs `"masks"`, and readers
     should load them) and `mask_resolution` (the side of its box-relative predicted masks).
     """
 
     uses_masks = False
     mask_resolution = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if keras.backend.backend() == "tensorflow":
+            self.supports_jit = False  # CombinedNonMaxSuppression and Assert have no XLA kernels
+
+    def compile_from_config(self, config):
+        if keras.backend.backend() == "tensorflow" and config.get("jit_compile") is True:
+            config = {**config, "jit_compile": "auto"}  # saved under JAX, whose default is XLA
+        super().compile_from_config(config)
 
     def fit(self, x=None, y=None, *args, **kwargs):
         if _is_tf_dataset(x) and len(args) <= _SHUFFLE_POSITION and "shuffle" not in kwargs:
@@ -228,9 +243,23 @@ class Detector(keras.Model):
         what the exported SavedModel serves."""
         raise NotImplementedError
 
-    def predict_step(self, data):
+    def predict_step(self, *args):
+        if len(args) == 2:  # the JAX trainer: (state, data), and the state comes back with the detections
+            return self._stateless_predict_step(*args)
+        return self._detect_batch(args[0])
+
+    def _detect_batch(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         return self.detect(checks.check_images(images, 2 ** self.backbone.max_level))
+
+    def _stateless_predict_step(self, state, data):
+        """`detect` as a pure function of the model state, as JAX's `predict` runs it (jit-compiled)."""
+        trainable, non_trainable = state
+        mapping = [*zip(self.trainable_variables, trainable), *zip(self.non_trainable_variables, non_trainable)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            outputs = self._detect_batch(data)
+        updated = [scope.get_current_value(variable) for variable in self.non_trainable_variables]
+        return outputs, [new if new is not None else old for new, old in zip(updated, non_trainable)]
 
 
     # -- precision -----------------------------------------------------------------------------------------------

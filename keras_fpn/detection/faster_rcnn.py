@@ -31,6 +31,7 @@ from keras_fpn.detection.box_coding import batched_iou, decode_deltas, encode_de
 from keras_fpn.detection.checks import check_box_scale, check_target_values, clip_and_drop
 from keras_fpn.detection.detector import Detector, check_box_format, dense_targets, resolve_backbone
 from keras_fpn.detection.losses import smooth_l1_loss
+from keras_fpn.detection.nms import detection_nms
 from keras_fpn.detection.proposals import generate_proposals
 from keras_fpn.detection.roi_align import multilevel_roi_align
 from keras_fpn.detection.sampling import sample_balanced
@@ -53,8 +54,6 @@ def decode_roi_detections(proposals, valid, logits, deltas, image_height, image_
         The `predict` dict: `boxes [batch, max_detections, 4]` pixel xyxy, `scores`, `labels` (-1 past
         `num_detections`), `num_detections [batch]`.
     """
-    import tensorflow as tf
-
     num_classes = int(deltas.shape[2])
     scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)[..., :num_classes]
     scores = scores * ops.cast(valid, "float32")[..., None]
@@ -62,14 +61,8 @@ def decode_roi_detections(proposals, valid, logits, deltas, image_height, image_
     height, width = ops.cast(image_height, "float32"), ops.cast(image_width, "float32")
     boxes = ops.stack([ops.clip(boxes[..., 0], 0.0, width), ops.clip(boxes[..., 1], 0.0, height),
                        ops.clip(boxes[..., 2], 0.0, width), ops.clip(boxes[..., 3], 0.0, height)], axis=-1)
-    # combined_non_max_suppression reads (y1, x1, y2, x2); IoU is symmetric in x and y, so xyxy works.
-    nms_boxes, nms_scores, nms_classes, count = tf.image.combined_non_max_suppression(
-        boxes, scores, max_output_size_per_class=max_detections, max_total_size=max_detections,
-        iou_threshold=nms_iou_threshold, score_threshold=score_threshold, pad_per_class=False, clip_boxes=False)
-    count = ops.cast(count, "int32")
-    kept = ops.arange(max_detections)[None, :] < count[:, None]
-    return {"boxes": nms_boxes, "scores": nms_scores, "labels": ops.where(kept, ops.cast(nms_classes, "int32"), -1),
-            "num_detections": count}
+    return detection_nms(boxes, scores, max_detections=max_detections, iou_threshold=nms_iou_threshold,
+                         score_threshold=score_threshold)
 
 
 @keras.saving.register_keras_serializable(package="keras_fpn")

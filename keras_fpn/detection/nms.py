@@ -1,0 +1,120 @@
+"""Per-class non-maximum suppression in `keras.ops`: static shapes, jit-able, the same on every Keras backend.
+
+`keras.ops` has no NMS (Keras 3.15), and TensorFlow's `tf.image.combined_non_max_suppression` runs on the
+TensorFlow backend only. Detections need at most `max_detections` kept boxes per image, so greedy NMS here runs
+exactly that many steps, each over all candidates at once: pick every image's best remaining candidate, keep it if
+it scores above the threshold, and remove the candidates of its class that overlap it by more than the IoU
+threshold. That is `max_detections x candidates` IoUs per image and no `candidates x candidates` matrix, and the
+loop has a fixed trip count, so XLA compiles it once (`ops.fori_loop`: `jax.lax.fori_loop` under JAX).
+
+The result equals TensorFlow's combined NMS with `pad_per_class=False` (per-class greedy NMS, then the best
+`max_detections` over all classes; a candidate is kept when its score is above `score_threshold` and suppressed when
+its IoU with a kept box of its class is above `iou_threshold`), up to the order of exactly tied scores
+(tests/detection/test_nms.py compares them).
+"""
+
+import keras
+from keras import ops
+
+
+def _iou_with(box, boxes):
+    """IoU `[batch, K]` of one box per image `[batch, 1, 4]` with `boxes [batch, K, 4]`, pixel xyxy; 0 for empty
+    boxes."""
+    width = ops.maximum(ops.minimum(box[..., 2], boxes[..., 2]) - ops.maximum(box[..., 0], boxes[..., 0]), 0.0)
+    height = ops.maximum(ops.minimum(box[..., 3], boxes[..., 3]) - ops.maximum(box[..., 1], boxes[..., 1]), 0.0)
+    intersection = width * height
+    area = (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])
+    areas = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    union = area + areas - intersection
+    return ops.where(union > 0.0, intersection / ops.maximum(union, 1e-12), 0.0)
+
+
+def class_nms(boxes, scores, classes, max_detections=100, iou_threshold=0.5, score_threshold=0.05):
+    """Greedy per-class NMS of `[batch, K]` scored candidates, each of one class.
+
+    Args:
+        boxes: `[batch, K, 4]` float, pixel xyxy (any corner order of the same kind for both axes works: IoU is
+            symmetric in x and y).
+        scores: `[batch, K]` float.
+        classes: `[batch, K]` int: candidates of different classes never suppress each other (pass zeros for
+            class-agnostic NMS, or a level index for NMS within each level).
+        max_detections: int, kept boxes per image at most.
+        iou_threshold: float, a candidate overlapping a kept box of its class by more than this is removed.
+        score_threshold: float, only candidates scoring above this are kept.
+
+    Returns:
+        dict: `boxes [batch, max_detections, 4]`, `scores [batch, max_detections]` (best first),
+        `labels [batch, max_detections]` int32 (the kept candidates' classes, -1 past `num_detections`),
+        `indices [batch, max_detections]` int32 (the kept candidates' positions, -1 past `num_detections`) and
+        `num_detections [batch]` int32. Rows past `num_detections` hold boxes and scores 0.
+    """
+    boxes = ops.cast(boxes, "float32")
+    scores = ops.cast(scores, "float32")
+    classes = ops.cast(classes, "int32")
+    count = ops.shape(scores)[1]
+    remaining = ops.where(scores > score_threshold, scores, -float("inf"))
+    positions = ops.arange(count, dtype="int32")[None, :]
+    slots = ops.arange(max_detections, dtype="int32")[None, :]
+    batch = ops.shape(scores)[0]
+    kept = ops.full((batch, max_detections), -1, dtype="int32")
+
+    def step(i, state):
+        remaining, kept = state
+        best = ops.cast(ops.argmax(remaining, axis=1), "int32")[:, None]  # [batch, 1]
+        found = ops.take_along_axis(remaining, best, axis=1) > -float("inf")  # [batch, 1]
+        best_box = ops.take_along_axis(boxes, best[..., None], axis=1)  # [batch, 1, 4]
+        same_class = classes == ops.take_along_axis(classes, best, axis=1)
+        suppressed = ((_iou_with(best_box, boxes) > iou_threshold) & same_class) | (positions == best)
+        remaining = ops.where(suppressed & found, -float("inf"), remaining)
+        kept = ops.where((slots == i) & found, best, kept)
+        return remaining, kept
+
+    _, kept = ops.fori_loop(0, max_detections, step, (remaining, kept))
+    valid = kept >= 0
+    index = ops.maximum(kept, 0)
+    kept_boxes = ops.where(valid[..., None], ops.take_along_axis(boxes, index[..., None], axis=1), 0.0)
+    kept_scores = ops.where(valid, ops.take_along_axis(scores, index, axis=1), 0.0)
+    labels = ops.where(valid, ops.take_along_axis(classes, index, axis=1), -1)
+    return {"boxes": kept_boxes, "scores": kept_scores, "labels": labels, "indices": kept,
+            "num_detections": ops.sum(ops.cast(valid, "int32"), axis=1)}
+
+
+def detection_nms(boxes, scores, classes=None, num_classes=None, max_detections=100, iou_threshold=0.5,
+                  score_threshold=0.05):
+    """Per-class NMS for detection decoding on any backend: TensorFlow's `combined_non_max_suppression` under the
+    TensorFlow backend (13x faster there than `class_nms`: 1.0 vs 13.1 ms for 2 x 3,000 candidates on a 2-core CPU,
+    tests/detection/test_nms.py), `class_nms` elsewhere; both give the same detections.
+
+    Args:
+        boxes, scores, classes: either candidates of one class each, `boxes [batch, K, 4]`, `scores [batch, K]`,
+            `classes [batch, K]` int (with `num_classes`); or class-specific boxes `[batch, K, C, 4]` with
+            `scores [batch, K, C]` and `classes=None` (Faster R-CNN's RoI head).
+
+    Returns:
+        dict: `boxes`, `scores`, `labels` (-1 past `num_detections`), `num_detections`, as `class_nms`.
+    """
+    class_specific = classes is None
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not class_specific:
+            scores = ops.one_hot(classes, num_classes) * ops.cast(scores, "float32")[..., None]
+            boxes = boxes[:, :, None, :]
+        # combined_non_max_suppression reads corners as (y1, x1, y2, x2); IoU is symmetric in x and y, so xyxy
+        # boxes go through unchanged.
+        nms_boxes, nms_scores, nms_classes, count = tf.image.combined_non_max_suppression(
+            boxes, scores, max_output_size_per_class=max_detections, max_total_size=max_detections,
+            iou_threshold=iou_threshold, score_threshold=score_threshold, pad_per_class=False, clip_boxes=False)
+        count = ops.cast(count, "int32")
+        valid = ops.arange(max_detections)[None, :] < count[:, None]
+        labels = ops.where(valid, ops.cast(nms_classes, "int32"), -1)
+        return {"boxes": nms_boxes, "scores": nms_scores, "labels": labels, "num_detections": count}
+    if class_specific:
+        batch, count, num_classes = ops.shape(scores)[0], ops.shape(scores)[1], scores.shape[2]
+        boxes = ops.reshape(ops.broadcast_to(boxes, (batch, count, num_classes, 4)), (batch, -1, 4))
+        classes = ops.broadcast_to(ops.arange(num_classes, dtype="int32")[None, None, :], (batch, count, num_classes))
+        classes = ops.reshape(classes, (batch, -1))
+        scores = ops.reshape(scores, (batch, -1))
+    detections = class_nms(boxes, scores, classes, max_detections, iou_threshold, score_threshold)
+    del detections["indices"]
+    return detections

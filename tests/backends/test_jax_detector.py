@@ -1,0 +1,98 @@
+"""The RetinaNet under the JAX backend: fit and predict jit-compiled (NMS in keras.ops), COCO evaluation, and a
+`.keras` file saved under JAX that TensorFlow loads, predicts the same with, and exports as a SavedModel.
+
+Runs in the suite's JAX tier (`scripts/test.sh`); skipped under other backends.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX backend's tests")
+
+from keras_fpn.datasets import detection_pipeline, generate_shapes, load_shapes  # noqa: E402
+from tests.testing import tiny_retinanet  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Under TensorFlow, in a fresh process: load the file, predict, export the SavedModel and serve the same images.
+TENSORFLOW_SIDE = """
+import json, sys
+import numpy as np
+import keras, keras_fpn, tensorflow as tf
+from keras_fpn.export import export_saved_model
+model = keras.saving.load_model(sys.argv[1])
+images = np.load(sys.argv[2])
+predictions = model.predict_on_batch(images)
+export_saved_model(model, sys.argv[3], version=1, image_size=(64, 64))
+served = tf.saved_model.load(sys.argv[3] + "/1").signatures["image_tensor"](images=tf.constant(images.astype("uint8")))
+np.savez(sys.argv[4], **{key: np.asarray(value) for key, value in predictions.items()},
+         served_num_detections=served["num_detections"].numpy(), served_scores=served["detection_scores"].numpy())
+print(json.dumps({"backend": keras.backend.backend(), "jit_compile": bool(model.jit_compile)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def trained():
+    keras.utils.set_random_seed(0)
+    images, boxes, labels = generate_shapes(16, 64, max_objects=3, seed=1)
+    model = tiny_retinanet()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    history = model.fit(images.astype("float32"), {"boxes": boxes, "labels": labels}, batch_size=8, epochs=15,
+                        verbose=0)
+    return model, history.history, images.astype("float32")
+
+
+def test_fit_runs_jit_compiled_and_learns(trained):
+    model, history, _ = trained
+    assert model.jit_compile is True  # Keras's default under JAX: the whole train step is XLA
+    assert all(np.isfinite(values).all() for values in history.values())
+    assert history["loss"][-1] < 0.7 * history["loss"][0]
+
+
+def test_predict_and_coco_evaluation(trained):
+    model, _, images = trained
+    predictions = model.predict(images, batch_size=8, verbose=0)
+    assert {key: value.shape for key, value in predictions.items()} == {
+        "boxes": (16, 100, 4), "scores": (16, 100), "labels": (16, 100), "num_detections": (16,)}
+    counts = predictions["num_detections"]
+    assert counts.max() > 0
+    for i, count in enumerate(counts):
+        assert (predictions["labels"][i, count:] == -1).all() and (predictions["labels"][i, :count] >= 0).all()
+        assert (np.diff(predictions["scores"][i, :count]) <= 0).all()  # best first
+    from keras_fpn.evaluation import evaluate_coco
+
+    data = detection_pipeline(load_shapes(8, 64, seed=3), 4, (64, 64), pad_to_multiple=32, with_image_info=True)
+    assert 0.0 <= evaluate_coco(model, data)["AP"] <= 1.0
+
+
+@pytest.mark.parametrize("prior, counts", [(0.03, "some"), (0.5, "all 100")])
+def test_saved_under_jax_tensorflow_loads_predicts_the_same_and_exports(trained, prior, counts, tmp_path):
+    # Untrained heads whose every anchor scores about `prior`: at 0.03 the 0.05 threshold lets a few
+    # candidates through (the low-score regime), at 0.5 thousands, and NMS decides all 100 detections.
+    _, _, images = trained
+    keras.utils.set_random_seed(1)
+    model = tiny_retinanet(prior_probability=prior)
+    path, image_file = str(tmp_path / "jax.keras"), str(tmp_path / "images.npy")
+    model.save(path)
+    np.save(image_file, images[:4])
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", TENSORFLOW_SIDE, path, image_file, str(tmp_path / "export"),
+                             str(tmp_path / "tf.npz")], env=env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"backend": "tensorflow", "jit_compile": False}
+    tensorflow = np.load(str(tmp_path / "tf.npz"))
+    jax_predictions = model.predict_on_batch(images[:4])
+    np.testing.assert_array_equal(tensorflow["num_detections"], jax_predictions["num_detections"])
+    found = jax_predictions["num_detections"]
+    assert (found == 100).all() if counts == "all 100" else (0 < found.min() and found.max() < 100), found
+    for i, count in enumerate(jax_predictions["num_detections"]):
+        np.testing.assert_array_equal(tensorflow["labels"][i, :count], jax_predictions["labels"][i, :count])
+        np.testing.assert_allclose(tensorflow["scores"][i, :count], jax_predictions["scores"][i, :count], atol=1e-4)
+        np.testing.assert_allclose(tensorflow["boxes"][i, :count], jax_predictions["boxes"][i, :count], atol=1e-2)
+    np.testing.assert_array_equal(tensorflow["served_num_detections"], jax_predictions["num_detections"])
