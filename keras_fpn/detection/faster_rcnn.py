@@ -3,8 +3,10 @@ one shared head, and RoI heads that pool each region from the level its size pic
 
 Training is plain `model.fit(images, {"boxes", "labels"})`: anchors are matched and sampled, proposals made, ground
 truth added and RoIs sampled inside `compute_loss`. `predict` and the exported SavedModel run proposals, RoIAlign,
-the box head and per-class NMS in the graph (`detect`). TensorFlow backend for everything past the forward pass
-(NMS, `crop_and_resize`).
+the box head and per-class NMS in the graph (`detect`). Every backend: under TensorFlow, NMS and RoIAlign are
+TensorFlow's ops (`combined_non_max_suppression`, `crop_and_resize`); under JAX they are `keras.ops` with static
+shapes (`keras_fpn.detection.nms`, `roi_align.sample_regions`), jit-compiled with the rest; both give the same
+detections (tests/backends).
 
 Defaults and their sources (torchvision `models/detection/faster_rcnn.py`, `rpn.py`, `roi_heads.py`; detectron2
 `configs/Base-RCNN-FPN.yaml` and `config/defaults.py`):

@@ -12,7 +12,7 @@ import keras
 from keras import ops
 
 from keras_fpn.detection.faster_rcnn import FasterRCNN
-from keras_fpn.detection.roi_align import _sample_boxes, multilevel_roi_align
+from keras_fpn.detection.roi_align import _sample_boxes, multilevel_roi_align, sample_regions
 from keras_fpn.training.distribute import sum_over_replicas
 
 
@@ -62,6 +62,8 @@ def mask_targets(masks, rois, gt_index, resolution):
         float32 `[batch, R, resolution, resolution]` of 0 and 1: RoIAlign (one sample per output pixel, the
         half-pixel convention) of the mask, thresholded at 0.5, as detectron2 makes its targets.
     """
+    if keras.backend.backend() != "tensorflow":
+        return _mask_targets_gather(masks, rois, gt_index, resolution)
     import tensorflow as tf
 
     masks = tf.cast(masks, tf.float32)
@@ -75,6 +77,19 @@ def mask_targets(masks, rois, gt_index, resolution):
     boxes = _sample_boxes(tf.reshape(rois, [-1, 4]), 1.0, height, width, resolution, 1)
     crops = tf.image.crop_and_resize(flat, boxes, index, [resolution, resolution], method="bilinear")
     return tf.reshape(tf.cast(crops[..., 0] >= 0.5, tf.float32), [batch, num_rois, resolution, resolution])
+
+
+def _mask_targets_gather(masks, rois, gt_index, resolution):
+    """`mask_targets` in `keras.ops` (JAX): the same samples (one per output pixel, zero outside the image)."""
+    masks = ops.cast(masks, "float32")
+    batch, count, height, width = (ops.shape(masks)[i] for i in range(4))
+    flat = ops.reshape(masks, (batch, -1, 1))
+    gt_index = ops.cast(gt_index, "int32")
+    size = ops.ones_like(gt_index)
+    rois = ops.cast(rois, "float32") - 0.5  # pixel i is centred at i + 0.5 in image coordinates
+    samples = sample_regions(flat, gt_index * height * width, size * height, size * width, rois, resolution,
+                             border="zero")
+    return ops.cast(samples[..., 0] >= 0.5, "float32")
 
 
 def paste_masks(masks, boxes, height, width, threshold=0.5):

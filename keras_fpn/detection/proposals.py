@@ -1,12 +1,14 @@
 """Region proposals from RPN outputs: per-level top-k, box decoding, NMS within each level, per-image top-k.
 
 The FPN paper's RPN proposals as torchvision's `RegionProposalNetwork.filter_proposals` and detectron2's
-`find_top_rpn_proposals` make them. TensorFlow backend (`tf.image.combined_non_max_suppression`).
+`find_top_rpn_proposals` make them. NMS by `keras_fpn.detection.nms.detection_nms` (TensorFlow's combined NMS on
+that backend, `keras.ops` elsewhere).
 """
 
 from keras import ops
 
 from keras_fpn.detection.box_coding import decode_deltas
+from keras_fpn.detection.nms import detection_nms
 
 
 def generate_proposals(objectness, deltas, anchors, level_sizes, image_height, image_width, pre_nms_topk=1000,
@@ -27,8 +29,6 @@ def generate_proposals(objectness, deltas, anchors, level_sizes, image_height, i
         `(boxes [batch, post_nms_topk, 4] pixel xyxy, scores [batch, post_nms_topk] objectness probabilities,
         valid [batch, post_nms_topk] bool)`; invalid rows (fewer proposals survived) are zero boxes.
     """
-    import tensorflow as tf
-
     objectness = ops.cast(objectness, "float32")
     deltas = ops.cast(deltas, "float32")
     batch = ops.shape(objectness)[0]
@@ -58,11 +58,9 @@ def generate_proposals(objectness, deltas, anchors, level_sizes, image_height, i
         levels.append(ops.full((batch, k), index, "int32"))
         start += size
     boxes, scores = ops.concatenate(boxes, axis=1), ops.concatenate(scores, axis=1)
-    # Each level is a "class" of combined_non_max_suppression, so NMS never compares boxes of two levels; a score
-    # of 0 (a dropped box, or the other levels' columns) is below the threshold.
-    level_scores = ops.one_hot(ops.concatenate(levels, axis=1), len(level_sizes)) * scores[..., None]
-    nms_boxes, nms_scores, _, count = tf.image.combined_non_max_suppression(
-        boxes[:, :, None, :], level_scores, max_output_size_per_class=post_nms_topk, max_total_size=post_nms_topk,
-        iou_threshold=nms_iou_threshold, score_threshold=1e-12, pad_per_class=False, clip_boxes=False)
-    valid = ops.arange(post_nms_topk)[None, :] < ops.cast(count, "int32")[:, None]
-    return nms_boxes, nms_scores, valid
+    # Each level is a "class" of the NMS, so it never compares boxes of two levels; a score of 0 (a dropped box) is
+    # below the threshold.
+    kept = detection_nms(boxes, scores, ops.concatenate(levels, axis=1), len(level_sizes),
+                         max_detections=post_nms_topk, iou_threshold=nms_iou_threshold, score_threshold=1e-12)
+    valid = ops.arange(post_nms_topk)[None, :] < kept["num_detections"][:, None]
+    return kept["boxes"], kept["scores"], valid

@@ -1,11 +1,14 @@
 """Pooling regions of interest from the pyramid level their size picks (FPN paper, Sec. 4.2, Eq. 1), with RoIAlign.
 
-Used by the two-stage detectors' RoI heads. TensorFlow backend (`tf.image.crop_and_resize` does the bilinear
-sampling; the level split uses dynamic shapes).
+Used by the two-stage detectors' RoI heads. Two implementations give the same values: under the TensorFlow backend
+`tf.image.crop_and_resize` does the bilinear sampling of each level's RoIs (split by level with dynamic shapes);
+on other backends (JAX) every RoI's samples are gathered from all levels flattened into one map, in `keras.ops`
+with static shapes.
 """
 
 import math
 
+import keras
 from keras import ops
 
 # The FPN paper's Eq. 1: an RoI of w x h pixels is pooled from level
@@ -55,7 +58,7 @@ def _sample_boxes(boxes, stride, height, width, pool_size, sampling_ratio):
 
 
 def multilevel_roi_align(features, boxes, min_level, max_level, pool_size=7, sampling_ratio=2,
-                         canonical_size=CANONICAL_SIZE, canonical_level=CANONICAL_LEVEL):
+                         canonical_size=CANONICAL_SIZE, canonical_level=CANONICAL_LEVEL, implementation=None):
     """RoIAlign of each box from the level Eq. 1 assigns it.
 
     Bilinear sampling with the half-pixel ("aligned") convention of torchvision's `roi_align(aligned=True)` and
@@ -67,10 +70,19 @@ def multilevel_roi_align(features, boxes, min_level, max_level, pool_size=7, sam
         boxes: `[batch, R, 4]` pixel `xyxy` boxes in the input image's coordinates.
         min_level, max_level: ints, the levels boxes may be pooled from.
         pool_size: int, default 7, output bins per side. sampling_ratio: int, default 2 (torchvision's).
+        implementation: None (`"crop_and_resize"` under the TensorFlow backend, `"gather"` elsewhere), or either
+            name. crop_and_resize is TensorFlow's op; gather is `keras.ops` and jit-able.
 
     Returns:
         `[batch, R, pool_size, pool_size, C]` float32.
     """
+    if implementation is None:
+        implementation = "crop_and_resize" if keras.backend.backend() == "tensorflow" else "gather"
+    if implementation == "gather":
+        return _roi_align_gather(features, boxes, min_level, max_level, pool_size, sampling_ratio, canonical_size,
+                                 canonical_level)
+    if implementation != "crop_and_resize":
+        raise ValueError(f"Received implementation={implementation!r}; expected 'crop_and_resize' or 'gather'.")
     import tensorflow as tf
 
     boxes = tf.cast(boxes, tf.float32)
@@ -97,3 +109,88 @@ def multilevel_roi_align(features, boxes, min_level, max_level, pool_size=7, sam
     result = tf.scatter_nd(tf.concat(positions, 0)[:, None], tf.concat(pooled, 0),
                            tf.stack([batch * count, pool_size, pool_size, channels]))
     return tf.reshape(result, [batch, count, pool_size, pool_size, channels])
+
+
+def _axis_samples(low, high, size, n, border):
+    """One axis of bilinear sampling: `n` evenly spaced sample coordinates per RoI from `low` to `high` `[batch, R]`
+    (map pixel-index units, bin centres), their two neighbouring indices and those neighbours' weights.
+
+    `border="replicate"` is torchvision's RoIAlign rule: a sample up to one pixel outside the map takes the border
+    value, one farther out is 0. `border="zero"`: the map is 0 outside (bilinear with zero padding).
+    """
+    step = (high - low) / n
+    coordinate = low[..., None] + (ops.arange(n, dtype="float32")[None, None, :] + 0.5) * step[..., None]
+    size = ops.cast(size, "float32")[..., None]
+    if border == "replicate":
+        inside = ops.cast((coordinate >= -1.0) & (coordinate <= size), "float32")
+        coordinate = ops.maximum(coordinate, 0.0)
+        lower = ops.floor(coordinate)
+        at_edge = lower >= size - 1.0
+        lower = ops.where(at_edge, size - 1.0, lower)
+        upper = ops.where(at_edge, size - 1.0, lower + 1.0)
+        fraction = ops.where(at_edge, 0.0, coordinate - lower)
+        weight_lower, weight_upper = (1.0 - fraction) * inside, fraction * inside
+    else:
+        lower = ops.floor(coordinate)
+        upper = lower + 1.0
+        fraction = coordinate - lower
+        weight_lower = (1.0 - fraction) * ops.cast((lower >= 0.0) & (lower <= size - 1.0), "float32")
+        weight_upper = fraction * ops.cast((upper >= 0.0) & (upper <= size - 1.0), "float32")
+        lower, upper = ops.clip(lower, 0.0, size - 1.0), ops.clip(upper, 0.0, size - 1.0)
+    return ops.cast(lower, "int32"), ops.cast(upper, "int32"), weight_lower, weight_upper
+
+
+def sample_regions(flat, base, height, width, boxes, n, border="replicate"):
+    """Bilinear samples of regions of maps stored flat, in `keras.ops` with static shapes (jit-able).
+
+    Args:
+        flat: `[batch, T, C]`, maps flattened row by row (several maps one after another).
+        base: int `[batch, R]`, where each region's map starts in `flat`; height, width: int `[batch, R]`, its size.
+        boxes: `[batch, R, 4]` x1, y1, x2, y2 in the map's pixel-index coordinates (pixel `i` centred at `i`).
+        n: samples per side, at the centres of an `n x n` grid over each box.
+        border: `"replicate"` (torchvision's RoIAlign rule) or `"zero"`; see `_axis_samples`.
+
+    Returns:
+        `[batch, R, n, n, C]` float32.
+    """
+    batch, count = ops.shape(boxes)[0], ops.shape(boxes)[1]
+    channels = flat.shape[-1]
+    y_low, y_high, y_weight_low, y_weight_high = _axis_samples(boxes[..., 1], boxes[..., 3], height, n, border)
+    x_low, x_high, x_weight_low, x_weight_high = _axis_samples(boxes[..., 0], boxes[..., 2], width, n, border)
+    row_width = width[..., None, None]
+    result = 0.0
+    for rows, row_weight in ((y_low, y_weight_low), (y_high, y_weight_high)):
+        for columns, column_weight in ((x_low, x_weight_low), (x_high, x_weight_high)):
+            index = base[..., None, None] + rows[..., :, None] * row_width + columns[..., None, :]
+            values = ops.take_along_axis(flat, ops.reshape(index, (batch, -1))[..., None], axis=1)
+            weight = row_weight[..., :, None] * column_weight[..., None, :]
+            result = result + ops.reshape(values, (batch, count, n, n, channels)) * weight[..., None]
+    return result
+
+
+def _roi_align_gather(features, boxes, min_level, max_level, pool_size, sampling_ratio, canonical_size,
+                      canonical_level):
+    """`multilevel_roi_align` in `keras.ops`: the levels flattened into one `[batch, sum(H W), C]` map, and each
+    RoI's `(pool_size * sampling_ratio)^2` samples gathered from its own level's rows, four neighbours each."""
+    boxes = ops.cast(boxes, "float32")
+    batch, count = ops.shape(boxes)[0], ops.shape(boxes)[1]
+    levels = roi_levels(boxes, min_level, max_level, canonical_size, canonical_level) - min_level  # [batch, R]
+    maps, heights, widths, offsets, offset = [], [], [], [], 0
+    for level in range(min_level, max_level + 1):
+        level_features = ops.cast(features[f"P{level}"], "float32")
+        height, width = ops.shape(level_features)[1], ops.shape(level_features)[2]
+        maps.append(ops.reshape(level_features, (batch, -1, ops.shape(level_features)[3])))
+        heights.append(height)
+        widths.append(width)
+        offsets.append(offset)
+        offset = offset + height * width
+    flat = ops.concatenate(maps, axis=1)
+    height = ops.take(ops.cast(ops.stack(heights), "int32"), levels)
+    width = ops.take(ops.cast(ops.stack(widths), "int32"), levels)
+    base = ops.take(ops.cast(ops.stack(offsets), "int32"), levels)
+    stride = ops.power(2.0, ops.cast(levels + min_level, "float32"))[..., None]
+    # Aligned RoIAlign: box corners in the map's pixel-index coordinates, shifted by half a pixel.
+    samples = sample_regions(flat, base, height, width, boxes / stride - 0.5, pool_size * sampling_ratio)
+    channels = flat.shape[-1]
+    samples = ops.reshape(samples, (batch, count, pool_size, sampling_ratio, pool_size, sampling_ratio, channels))
+    return ops.mean(samples, axis=(3, 5))

@@ -88,7 +88,8 @@ def _roi_align_reference(feature, box, stride, pool_size, sampling_ratio):
     return out / sampling_ratio ** 2
 
 
-def test_multilevel_roi_align_matches_a_numpy_bilinear_reference():
+@pytest.mark.parametrize("implementation", ["crop_and_resize", "gather"])
+def test_multilevel_roi_align_matches_a_numpy_bilinear_reference(implementation):
     rng = np.random.default_rng(0)
     image = 256
     features = {f"P{level}": rng.normal(size=(2, image // 2 ** level, image // 2 ** level, 3)).astype(np.float32)
@@ -106,7 +107,8 @@ def test_multilevel_roi_align_matches_a_numpy_bilinear_reference():
          [33.5, 12.25, 97.75, 200.5],
          [250, 250, 300, 300],  # mostly outside
          [1, 2, 3, 4]]], np.float32)
-    pooled = np.asarray(multilevel_roi_align(features, boxes, 2, 5, pool_size=7, sampling_ratio=2))
+    pooled = np.asarray(multilevel_roi_align(features, boxes, 2, 5, pool_size=7, sampling_ratio=2,
+                                             implementation=implementation))
     levels = np.asarray(roi_levels(boxes, 2, 5))
     assert set(levels.ravel()) >= {2, 3, 4}
     for b in range(2):

@@ -102,6 +102,20 @@ def test_mask_targets_are_the_mask_cropped_to_the_roi():
     np.testing.assert_array_equal(targets[0, 2], np.ones((4, 4)))
 
 
+def test_mask_targets_in_keras_ops_equal_the_tensorflow_ones():
+    # The JAX path (gathered samples, zero outside the image) against crop_and_resize, on random masks and RoIs
+    # that reach outside the image, are smaller than a pixel, or have no area.
+    from keras_fpn.detection.mask_rcnn import _mask_targets_gather
+
+    rng = np.random.default_rng(0)
+    masks = (rng.uniform(size=(2, 3, 37, 45)) > 0.5).astype(np.uint8)
+    corner = rng.uniform(-10, 40, (2, 50, 2))
+    rois = np.concatenate([corner, corner + rng.uniform(0, 30, (2, 50, 2))], -1).astype(np.float32)
+    gt_index = rng.integers(0, 3, (2, 50))
+    expected = np.asarray(mask_targets(masks, rois, gt_index, 14))
+    np.testing.assert_array_equal(np.asarray(_mask_targets_gather(masks, rois, gt_index, 14)), expected)
+
+
 def test_mask_loss_on_known_logits(model):
     """The mask loss is the mean per-pixel sigmoid cross-entropy of the ground-truth class's channel."""
     images = np.zeros((1, 64, 64, 3), np.float32)
