@@ -3,8 +3,6 @@
 import os
 import time
 
-import numpy as np
-
 from keras_fpn import models
 from keras_fpn.datasets import detection_pipeline, load_shapes
 from keras_fpn.datasets.shapes import SHAPE_CLASSES
@@ -62,9 +60,8 @@ def train_shapes_detector(steps=None, batch_size=None, train_images=2000, test_i
     if output_dir:
         save_run(model, output_dir, SHAPE_CLASSES, IMAGE_SIZE, model_name=preset, dataset="shapes")
         images, targets = next(iter(test))
-        images = np.asarray(images[:8])  # a TensorFlow tensor from tf.data: an array for every backend's predict
         save_detection_grid(
-            os.path.join(output_dir, "detections.png"), images, model.predict_on_batch(images),
+            os.path.join(output_dir, "detections.png"), images[:8], model.predict_on_batch(images[:8]),
             {key: value[:8] for key, value in targets.items()}, SHAPE_CLASSES,
             title="held-out shapes: ground truth (green, dashed), detections (red)",
         )

@@ -132,6 +132,14 @@ def _readable(error):
                                                  f"original error follows)\n{message}")
 
 
+def backend_input(x):
+    """`x` as the backend's `predict_on_batch` takes it: a TensorFlow tensor (from `tf.data`) becomes a NumPy array
+    under the other backends."""
+    if keras.backend.backend() != "tensorflow" and type(x).__module__.startswith("tensorflow"):
+        return np.asarray(x)
+    return x
+
+
 class Detector(keras.Model):
     """Base class of keras_fpn's detectors (not used directly).
 
@@ -185,7 +193,7 @@ class Detector(keras.Model):
 
     def predict_on_batch(self, x):
         self._check_image_shape(x)
-        return super().predict_on_batch(x)
+        return super().predict_on_batch(backend_input(x))
 
     def _check_image_shape(self, x):
         """The static image checks in Python for in-memory input: Keras retraces `predict` with relaxed shapes

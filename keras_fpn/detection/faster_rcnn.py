@@ -466,8 +466,9 @@ class FasterRCNN(Detector):
         """The RPN's proposals for `images` as at inference: `(boxes [batch, K, 4] pixel xyxy, objectness scores
         [batch, K], valid [batch, K])`, `K = post_nms_topk` (default `rpn_post_nms_topk_test`)."""
         from keras_fpn.detection.checks import check_images
+        from keras_fpn.detection.detector import backend_input
 
-        images = check_images(ops.convert_to_tensor(images), 2 ** self.backbone.max_level)
+        images = check_images(ops.convert_to_tensor(backend_input(images)), 2 ** self.backbone.max_level)
         y_pred = self(images, training=False)
         height, width = self._image_size(images)
         anchors, per_level = self.anchors_from(y_pred)

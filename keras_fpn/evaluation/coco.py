@@ -146,8 +146,7 @@ def collect_detections(model, dataset, verbose=0, with_masks=False):
     progress = keras.utils.Progbar(None, unit_name="batch") if verbose else None
     for step, (images, targets) in enumerate(dataset):
         height, width = int(images.shape[1]), int(images.shape[2])
-        # tf.data gives TensorFlow tensors; other backends' predict takes arrays.
-        predictions = model.predict_on_batch(images if keras.backend.backend() == "tensorflow" else np.asarray(images))
+        predictions = model.predict_on_batch(images)
 
         def to_xyxy(boxes):
             return np.asarray(bounding_boxes.convert_format(

@@ -138,8 +138,15 @@ def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_
     Returns:
         str, the path of the written version folder.
     """
+    import keras
     import tensorflow as tf
 
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"export_saved_model traces the model into a TensorFlow graph: run it under the TensorFlow backend "
+            f"(KERAS_BACKEND=tensorflow; this process runs {keras.backend.backend()}). A model trained under "
+            f"{keras.backend.backend()} and saved with model.save('model.keras') loads there unchanged."
+        )
     if image_size is None:
         image_size = tuple(model.backbone.image_shape[:2])
         if None in image_size:

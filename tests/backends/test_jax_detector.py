@@ -96,3 +96,10 @@ def test_saved_under_jax_tensorflow_loads_predicts_the_same_and_exports(trained,
         np.testing.assert_allclose(tensorflow["scores"][i, :count], jax_predictions["scores"][i, :count], atol=1e-4)
         np.testing.assert_allclose(tensorflow["boxes"][i, :count], jax_predictions["boxes"][i, :count], atol=1e-2)
     np.testing.assert_array_equal(tensorflow["served_num_detections"], jax_predictions["num_detections"])
+
+
+def test_export_asks_for_the_tensorflow_backend(trained, tmp_path):
+    from keras_fpn.export import export_saved_model
+
+    with pytest.raises(ValueError, match="run it under the TensorFlow backend"):
+        export_saved_model(trained[0], str(tmp_path / "export"), image_size=(64, 64))
