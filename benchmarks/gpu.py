@@ -130,7 +130,11 @@ def device_name():
     except Exception:  # noqa: BLE001 - JAX missing: a CPU machine with TensorFlow only
         kinds = ["cpu"]
     if kinds == ["cpu"]:
-        return f"{os.cpu_count()}-core {platform.machine()} CPU ({platform.processor() or 'unknown model'})"
+        model = platform.processor()
+        if os.path.exists("/proc/cpuinfo"):
+            with open("/proc/cpuinfo") as file:
+                model = next((line.split(":", 1)[1].strip() for line in file if line.startswith("model name")), model)
+        return f"{os.cpu_count()}-core {platform.machine()} CPU ({model or 'unknown model'})"
     return ", ".join(kinds)
 
 
