@@ -17,19 +17,9 @@ ratios say something: the issue's target is predict <= 1.25x the forward pass.
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 
-
-def timed(function, runs):
-    function()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_time
 
 
 def main(argv=None):
@@ -59,10 +49,10 @@ def main(argv=None):
     box_head = tf.function(lambda maps, boxes: model.box_head(maps, boxes))
 
     figures = {
-        "forward": timed(lambda: [value.numpy() for value in forward(images).values()], args.runs),
-        "predict": timed(lambda: model.predict_on_batch(images), args.runs),
-        "roi_align": timed(lambda: roi_align(levels, proposals).numpy(), args.runs),
-        "roi_align_and_box_head": timed(lambda: [t.numpy() for t in box_head(levels, proposals)], args.runs),
+        "forward": median_time(lambda: [value.numpy() for value in forward(images).values()], args.runs),
+        "predict": median_time(lambda: model.predict_on_batch(images), args.runs),
+        "roi_align": median_time(lambda: roi_align(levels, proposals).numpy(), args.runs),
+        "roi_align_and_box_head": median_time(lambda: [t.numpy() for t in box_head(levels, proposals)], args.runs),
     }
     cpu = platform.processor() or platform.machine()
     print(f"{args.model} at {height}x{width}, batch 1, random weights; {os.cpu_count()} cores ({cpu}), "

@@ -27,19 +27,11 @@ import json
 import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
 
-
-def timed(function, runs):
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_time
 
 
 def block(result):
@@ -83,8 +75,8 @@ def measure(args):
             start = time.perf_counter()
             block(model.train_on_batch(images, targets))
             row["train_compile_s"] = round(time.perf_counter() - start, 1)
-            row["train_step_ms"] = round(1000 * timed(lambda: block(model.train_on_batch(images, targets)),
-                                                      args.runs), 1)
+            row["train_step_ms"] = round(
+                1000 * median_time(lambda: block(model.train_on_batch(images, targets)), args.runs, warmup=0), 1)
 
             inference = model.with_dtype("bfloat16") if dtype == "bfloat16" else model
             if backend == "jax":
@@ -111,11 +103,12 @@ def measure(args):
             start = time.perf_counter()
             run_forward()
             row["forward_compile_s"] = round(time.perf_counter() - start, 1)
-            row["forward_ms"] = round(1000 * timed(run_forward, args.runs), 1)
+            row["forward_ms"] = round(1000 * median_time(run_forward, args.runs, warmup=0), 1)
             start = time.perf_counter()
             block(inference.predict_on_batch(images))
             row["predict_compile_s"] = round(time.perf_counter() - start, 1)
-            row["predict_ms"] = round(1000 * timed(lambda: block(inference.predict_on_batch(images)), args.runs), 1)
+            row["predict_ms"] = round(
+                1000 * median_time(lambda: block(inference.predict_on_batch(images)), args.runs, warmup=0), 1)
             row["predict_ms_per_image"] = round(row["predict_ms"] / batch, 1)
             print(json.dumps(row), flush=True)
             rows.append(row)
