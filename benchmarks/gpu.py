@@ -4,6 +4,7 @@ TensorFlow side by side on one machine.
     python benchmarks/gpu.py                                   # JAX, ResNet50-FPN RetinaNet, 800x1333, batch 1 and 8,
                                                                # float32 and bfloat16 (a GPU machine)
     python benchmarks/gpu.py --backends jax tensorflow --size 512 512 --batches 1 --dtypes float32   # CPU, both
+    python benchmarks/gpu.py --model fasterrcnn_resnet50_fpn     # the same for R50-FPN Faster R-CNN (Mask R-CNN too)
     python benchmarks/gpu.py --model retinanet_mobilenetv3small_shapes --size 128 128 --batches 16 \\
         --backends jax tensorflow                              # the main job's model, both backends
 
@@ -68,6 +69,11 @@ def measure(args):
             corner = rng.uniform(0, min(height, width) / 2, (batch, 4, 2))
             boxes = np.concatenate([corner, corner + rng.uniform(16, 128, (batch, 4, 2))], -1).astype("float32")
             targets = {"boxes": boxes, "labels": rng.integers(0, model.num_classes, (batch, 4)).astype("int32")}
+            if model.uses_masks:  # Mask R-CNN: each box filled
+                ys, xs = np.arange(height)[:, None], np.arange(width)[None, :]
+                targets["masks"] = np.stack([np.stack([
+                    (ys >= y1) & (ys < y2) & (xs >= x1) & (xs < x2) for x1, y1, x2, y2 in image_boxes])
+                    for image_boxes in boxes]).astype("uint8")
             row = {"backend": backend, "model": args.model, "batch": batch, "dtype": dtype,
                    "size": [height, width]}
 

@@ -103,3 +103,36 @@ def test_export_asks_for_the_tensorflow_backend(trained, tmp_path):
 
     with pytest.raises(ValueError, match="run it under the TensorFlow backend"):
         export_saved_model(trained[0], str(tmp_path / "export"), image_size=(64, 64))
+
+
+WITHOUT_TENSORFLOW = """
+import importlib.abc, sys
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorflow_datasets"):
+            raise ImportError(f"{name} is not installed here")
+
+sys.meta_path.insert(0, NoTensorFlow())
+import numpy as np
+from keras_fpn.datasets import generate_shapes
+from tests.testing import tiny_convnet
+from keras_fpn import FasterRCNN, RetinaNet
+images, boxes, labels = generate_shapes(2, 64, max_objects=2, seed=1)
+for cls, extra in ((RetinaNet, {"min_level": 3, "head_depth": 1}),
+                   (FasterRCNN, {"rpn_post_nms_topk_test": 50, "head_dim": 16, "roi_batch_size_per_image": 16})):
+    model = cls(3, backbone=tiny_convnet(), backbone_weights=None, num_channels=8, max_level=5, **extra)
+    model.compile(optimizer="adam")
+    model.fit(images.astype("float32"), {"boxes": boxes, "labels": labels}, epochs=1, verbose=0)
+    print(cls.__name__, model.predict_on_batch(images.astype("float32"))["boxes"].shape)
+print("tensorflow" in sys.modules)
+"""
+
+
+def test_trains_and_predicts_without_tensorflow_installed():
+    # The GPU machines lent to this project have JAX but no TensorFlow: nothing on the JAX path may import it.
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW], env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["RetinaNet", "(2,", "100,", "4)", "FasterRCNN", "(2,", "100,", "4)", "False"]
