@@ -155,7 +155,7 @@ class Detector(keras.Model):
     Backends: under JAX everything (training, decoding, NMS) is `keras.ops` and runs jit-compiled, as Keras compiles
     by default there. Under TensorFlow, `predict` uses TensorFlow's own NMS, and the input checks its graph asserts;
     neither has an XLA kernel, so a detector does not ask for XLA there (`jit_compile="auto"` resolves to False, on
-    GPU machines too, and a `.keras` file saved under JAX, which records `jit_compile=True`, loads with "auto").
+    GPU machines too). A `.keras` file records the saving backend's choice; loading decides anew ("auto").
 
     Class attributes a detector sets when it has a mask head: `uses_masks` (its `y` needs `"masks"`, and readers
     should load them) and `mask_resolution` (the side of its box-relative predicted masks).
@@ -170,9 +170,9 @@ class Detector(keras.Model):
             self.supports_jit = False  # CombinedNonMaxSuppression and Assert have no XLA kernels
 
     def compile_from_config(self, config):
-        if keras.backend.backend() == "tensorflow" and config.get("jit_compile") is True:
-            config = {**config, "jit_compile": "auto"}  # saved under JAX, whose default is XLA
-        super().compile_from_config(config)
+        # Keras records jit_compile as resolved by the backend that saved the file (True under JAX, False here
+        # under TensorFlow); the loading backend decides again: XLA under JAX, none under TensorFlow.
+        super().compile_from_config({**config, "jit_compile": "auto"})
 
     def fit(self, x=None, y=None, *args, **kwargs):
         if _is_tf_dataset(x) and len(args) <= _SHUFFLE_POSITION and "shuffle" not in kwargs:

@@ -136,3 +136,37 @@ def test_trains_and_predicts_without_tensorflow_installed():
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["RetinaNet", "(2,", "100,", "4)", "FasterRCNN", "(2,", "100,", "4)", "False"]
+
+
+SAVED_UNDER_TENSORFLOW = """
+import sys
+import numpy as np
+import keras
+from tests.testing import tiny_retinanet
+keras.utils.set_random_seed(2)
+model = tiny_retinanet(prior_probability=0.2)
+model.compile(optimizer="adam")
+images = np.load(sys.argv[2])
+model.fit(images, {"boxes": np.zeros((4, 1, 4), "float32"), "labels": -np.ones((4, 1), "int32")}, verbose=0)
+model.save(sys.argv[1])
+np.savez(sys.argv[3], **{key: np.asarray(value) for key, value in model.predict_on_batch(images).items()})
+"""
+
+
+def test_saved_under_tensorflow_loads_jit_compiled_and_predicts_the_same(trained, tmp_path):
+    images = trained[2][:4]
+    path, image_file, expected_file = (str(tmp_path / name) for name in ("tf.keras", "images.npy", "tf.npz"))
+    np.save(image_file, images)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", SAVED_UNDER_TENSORFLOW, path, image_file, expected_file],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = keras.saving.load_model(path)
+    assert model.jit_compile is True  # the file says False (TensorFlow's choice); JAX decides anew
+    expected, ours = np.load(expected_file), model.predict_on_batch(images)
+    np.testing.assert_array_equal(expected["num_detections"], ours["num_detections"])
+    assert ours["num_detections"].min() > 0
+    for i, count in enumerate(ours["num_detections"]):
+        np.testing.assert_array_equal(expected["labels"][i, :count], ours["labels"][i, :count])
+        np.testing.assert_allclose(expected["scores"][i, :count], ours["scores"][i, :count], atol=1e-4)
+        np.testing.assert_allclose(expected["boxes"][i, :count], ours["boxes"][i, :count], atol=1e-2)
