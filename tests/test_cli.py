@@ -161,7 +161,7 @@ def test_train_on_a_voc_folder_with_csv_validation(raccoon, tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--model", "retinanet_resnet5_fpn", "--dataset", "shapes"], "Did you mean 'retinanet_resnet50_fpn'"),
-    (["train", *SMALL, "--dataset", "pascal:/data"], "expected one of shapes, tfds:NAME, voc:DIR"),
+    (["train", *SMALL, "--dataset", "pascal:/data"], "expected one of shapes, shapes:scales, tfds:NAME, voc:DIR"),
     (["train", *SMALL, "--dataset", "voc:/no/such/folder"], "folder '/no/such/folder' does not exist"),
     (["train", *SMALL, "--dataset", "coco:/no/instances.json"], "expected one of shapes"),
     (["evaluate", "/no/such/run", "--dataset", "shapes"], "No trained model at '/no/such/run'"),
