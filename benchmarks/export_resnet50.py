@@ -10,7 +10,6 @@ after one warm-up call: `serving_default` gets the encoded JPEG (decode + resize
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,19 +24,14 @@ from keras_fpn import RetinaNet  # noqa: E402
 from keras_fpn.datasets import resize_and_pad  # noqa: E402
 from keras_fpn.datasets.records import decode_image  # noqa: E402
 from keras_fpn.export import export_saved_model  # noqa: E402
+from timing import median_time  # noqa: E402
 
 LOAD = "import sys, time; t = time.perf_counter(); import tensorflow as tf; m = tf.saved_model.load(sys.argv[1]); " \
        "print(time.perf_counter() - t)"
 
 
 def median_ms(function, repeats):
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * median_time(function, repeats)
 
 
 def folder_bytes(path):
