@@ -10,23 +10,13 @@ loop has a fixed trip count, so XLA compiles it once (`ops.fori_loop`: `jax.lax.
 The result equals TensorFlow's combined NMS with `pad_per_class=False` (per-class greedy NMS, then the best
 `max_detections` over all classes; a candidate is kept when its score is above `score_threshold` and suppressed when
 its IoU with a kept box of its class is above `iou_threshold`), up to the order of exactly tied scores
-(tests/detection/test_nms.py compares them).
+(tests/ops/test_nms.py compares them).
 """
 
 import keras
 from keras import ops
 
-
-def _iou_with(box, boxes):
-    """IoU `[batch, K]` of one box per image `[batch, 1, 4]` with `boxes [batch, K, 4]`, pixel xyxy; 0 for empty
-    boxes."""
-    width = ops.maximum(ops.minimum(box[..., 2], boxes[..., 2]) - ops.maximum(box[..., 0], boxes[..., 0]), 0.0)
-    height = ops.maximum(ops.minimum(box[..., 3], boxes[..., 3]) - ops.maximum(box[..., 1], boxes[..., 1]), 0.0)
-    intersection = width * height
-    area = (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])
-    areas = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-    union = area + areas - intersection
-    return ops.where(union > 0.0, intersection / ops.maximum(union, 1e-12), 0.0)
+from keras_fpn.detection.box_coding import batched_iou
 
 
 def class_nms(boxes, scores, classes, max_detections=100, iou_threshold=0.5, score_threshold=0.05):
@@ -64,7 +54,8 @@ def class_nms(boxes, scores, classes, max_detections=100, iou_threshold=0.5, sco
         found = ops.take_along_axis(remaining, best, axis=1) > -float("inf")  # [batch, 1]
         best_box = ops.take_along_axis(boxes, best[..., None], axis=1)  # [batch, 1, 4]
         same_class = classes == ops.take_along_axis(classes, best, axis=1)
-        suppressed = ((_iou_with(best_box, boxes) > iou_threshold) & same_class) | (positions == best)
+        overlap = batched_iou(best_box, boxes)[:, 0, :]  # [batch, K]
+        suppressed = ((overlap > iou_threshold) & same_class) | (positions == best)
         remaining = ops.where(suppressed & found, -float("inf"), remaining)
         kept = ops.where((slots == i) & found, best, kept)
         return remaining, kept
