@@ -27,7 +27,7 @@ import numpy as np
 import keras
 from keras_fpn import RetinaNet
 from keras_fpn.datasets import generate_shapes
-from keras_fpn.training import distribute
+from keras_fpn.utils import distribute
 
 if sys.argv[1] == "deferred":
     distribute.build_optimizer_before_tracing = lambda model: None  # Keras's own behaviour

@@ -10,7 +10,7 @@ def detect_files(model, paths, image_size, batch_size=8):
     multiple of the coarsest stride), and the detections are mapped back to the file's own pixels.
 
     Args:
-        model: a `RetinaNet`.
+        model: a keras_fpn detector (`RetinaNet`, `FasterRCNN`, `MaskRCNN`).
         paths: sequence of image file paths.
         image_size: `(height, width)` the model was trained at.
         batch_size: int.
@@ -29,11 +29,12 @@ def detect_files(model, paths, image_size, batch_size=8):
 
     from keras_fpn.datasets.pipeline import resize_and_pad
     from keras_fpn.datasets.records import decode_image
+    from keras_fpn.ops.boxes import to_original
 
     missing = [path for path in paths if not os.path.isfile(path)]
     if missing:
         raise FileNotFoundError(f"Image files not found: {missing}.")
-    stride = 2 ** model.backbone.max_level
+    stride = model.input_multiple
     results = []
     for start in range(0, len(paths), batch_size):
         images, inputs, scales = [], [], []
@@ -54,8 +55,7 @@ def detect_files(model, paths, image_size, batch_size=8):
             width=width))
         for i, (image, scale) in enumerate(zip(images, scales)):
             count = int(predictions["num_detections"][i])
-            limit = np.array([image.shape[1], image.shape[0]] * 2, np.float32)
-            original = np.clip(boxes[i, :count] / np.array([scale[1], scale[0]] * 2, np.float32), 0, limit)
+            original = to_original(boxes[i, :count], scale, image.shape[:2]).astype(np.float32)
             results.append({"path": paths[start + i], "image": image, "boxes": original,
                             "scores": np.asarray(predictions["scores"][i, :count], np.float32),
                             "labels": np.asarray(predictions["labels"][i, :count], np.int32)})

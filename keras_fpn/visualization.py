@@ -15,7 +15,7 @@ def _name(label, class_names):
 
 def _overlay_masks(image, masks, boxes, labels, scores, score_threshold):
     """The image with each drawn detection's mask (box-relative `[S, S]` probabilities) tinted in."""
-    from keras_fpn.detection.mask_rcnn import paste_masks
+    from keras_fpn.ops.masks import paste_masks
 
     image = np.clip(np.asarray(image, np.float32), 0, 255)
     keep = [i for i, (label, score) in enumerate(zip(labels, scores)) if label >= 0 and score >= score_threshold]
@@ -43,7 +43,7 @@ def draw_boxes(axes, image, boxes=None, labels=None, scores=None, class_names=No
         color: matplotlib colour of the detections.
         ground_truth: `(boxes [M, 4], labels [M])` or None, drawn dashed in green; negative labels are padding.
         masks: `[D, S, S]` box-relative mask probabilities of the detections (a `MaskRCNN`'s), or None; each drawn
-            detection's mask is pasted into the image (`keras_fpn.detection.paste_masks`) and tinted.
+            detection's mask is pasted into the image (`keras_fpn.ops.paste_masks`) and tinted.
     """
     from matplotlib.patches import Rectangle
 

@@ -11,6 +11,8 @@ import numpy as np
 from keras import ops
 from keras.utils import bounding_boxes
 
+from keras_fpn.ops.boxes import clip_boxes
+
 # The first words of each value error, the same in the Python checks of in-memory batches and in the graph asserts
 # of tf.data batches, so the first line of either names the problem.
 NONFINITE_PIXELS = "images contain NaN or Inf pixel values"
@@ -269,8 +271,7 @@ def clip_and_drop(boxes, labels, height, width):
     Returns `(boxes, labels, number of boxes dropped)`: boxes wholly outside the image or of zero width or height
     cannot be matched to any anchor, so they are ignored rather than trained on, and counted.
     """
-    limits = ops.cast(ops.stack([width, height, width, height]), boxes.dtype)
-    boxes = ops.clip(boxes, 0.0, limits)
+    boxes = clip_boxes(boxes, height, width)
     has_area = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
     valid = labels >= 0
     dropped = ops.sum(ops.cast(valid & ~has_area, "float32"))

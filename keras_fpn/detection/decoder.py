@@ -1,4 +1,4 @@
-"""Turning raw RetinaNet outputs into detections: top-k per level, box decoding, per-class NMS.
+"""Turning a dense detector's raw outputs (RetinaNet's) into detections: top-k per level, box decoding, per-class NMS.
 
 Shared by `RetinaNet.predict_step` and the exported serving function, so both give the same detections.
 """
@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_fpn.detection.box_coding import decode_deltas
 from keras_fpn.detection.nms import detection_nms
+from keras_fpn.ops.boxes import clip_boxes
 
 
 def decode_detections(
@@ -71,12 +72,7 @@ def decode_detections(
         candidate_scores.append(ops.sigmoid(top_logits))
         candidate_classes.append(top_index % num_classes)
         start += size
-    boxes = ops.concatenate(candidate_boxes, axis=1)
-    height, width = ops.cast(image_height, "float32"), ops.cast(image_width, "float32")
-    boxes = ops.stack(
-        [ops.clip(boxes[..., 0], 0.0, width), ops.clip(boxes[..., 1], 0.0, height),
-         ops.clip(boxes[..., 2], 0.0, width), ops.clip(boxes[..., 3], 0.0, height)], axis=-1
-    )
+    boxes = clip_boxes(ops.concatenate(candidate_boxes, axis=1), image_height, image_width)
     return detection_nms(boxes, ops.concatenate(candidate_scores, axis=1),
                          ops.concatenate(candidate_classes, axis=1), num_classes, max_detections, nms_iou_threshold,
                          score_threshold)

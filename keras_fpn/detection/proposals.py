@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_fpn.detection.box_coding import decode_deltas
 from keras_fpn.detection.nms import detection_nms
+from keras_fpn.ops.boxes import clip_boxes
 
 
 def generate_proposals(objectness, deltas, anchors, level_sizes, image_height, image_width, pre_nms_topk=1000,
@@ -47,9 +48,7 @@ def generate_proposals(objectness, deltas, anchors, level_sizes, image_height, i
         level_deltas = ops.take_along_axis(deltas[:, start:start + size], top_index[..., None], axis=1)
         level_boxes = decode_deltas(ops.take(anchors[start:start + size], top_index, axis=0), level_deltas,
                                     box_weights)
-        level_boxes = ops.stack([ops.clip(level_boxes[..., 0], 0.0, width), ops.clip(level_boxes[..., 1], 0.0, height),
-                                 ops.clip(level_boxes[..., 2], 0.0, width), ops.clip(level_boxes[..., 3], 0.0, height)],
-                                axis=-1)
+        level_boxes = clip_boxes(level_boxes, height, width)
         probability = ops.sigmoid(top_logits)
         large = ((level_boxes[..., 2] - level_boxes[..., 0]) >= min_size) & (
             (level_boxes[..., 3] - level_boxes[..., 1]) >= min_size) & (top_logits > -1e8)

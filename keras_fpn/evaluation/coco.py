@@ -5,6 +5,8 @@ import io
 
 import numpy as np
 
+from keras_fpn.ops.boxes import to_original
+
 METRIC_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small",
                 "AR_medium", "AR_large")
 
@@ -107,12 +109,6 @@ def coco_metrics(ground_truth, detections, num_classes, class_names=None, per_cl
     return metrics
 
 
-def _to_original(boxes, scale, size):
-    """Pixel xyxy boxes in the network input -> in the original image (undo the resize, clip to the image)."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4) / np.array([scale[1], scale[0], scale[1], scale[0]])
-    return np.clip(boxes, 0.0, np.array([size[1], size[0], size[1], size[0]], np.float64))
-
-
 def _masks_to_original(masks, scale, size):
     """`[N, H, W]` masks of the network input -> `[N, height, width]` of the original image: the resized image's
     region (the rest is padding), resized back (nearest)."""
@@ -134,7 +130,7 @@ def collect_detections(model, dataset, verbose=0, with_masks=False):
     mapped back to the original images, so areas (small/medium/large) are those of the original images.
 
     With `with_masks`, the targets' `"masks"` and the predictions' box-relative `"masks"` (pasted into the image
-    with `keras_fpn.detection.paste_masks`) are added, in the same coordinates as the boxes.
+    with `keras_fpn.ops.paste_masks`) are added, in the same coordinates as the boxes.
 
     Returns:
         `(ground_truth, detections)` in the form `coco_metrics` takes.
@@ -155,7 +151,7 @@ def collect_detections(model, dataset, verbose=0, with_masks=False):
         gt_boxes, pred_boxes = to_xyxy(targets["boxes"]), to_xyxy(predictions["boxes"])
         gt_labels = np.asarray(targets["labels"])
         if with_masks:
-            from keras_fpn.detection.mask_rcnn import paste_masks
+            from keras_fpn.ops.masks import paste_masks
 
             if "masks" not in predictions or "masks" not in targets:
                 raise ValueError("Mask metrics need a model that predicts masks (MaskRCNN) and targets with "
@@ -176,8 +172,8 @@ def collect_detections(model, dataset, verbose=0, with_masks=False):
                 found.append(pred_masks[i][:n])
             if sizes is not None and scales is not None:
                 size = tuple(int(v) for v in sizes[i])
-                image_gt = _to_original(image_gt, scales[i], size)
-                image_pred = _to_original(image_pred, scales[i], size)
+                image_gt = to_original(image_gt, scales[i], size)
+                image_pred = to_original(image_pred, scales[i], size)
                 if with_masks:
                     truth[1] = _masks_to_original(truth[1], scales[i], size)
                     found[2] = _masks_to_original(found[2], scales[i], size)
@@ -291,8 +287,8 @@ def evaluate_proposals(model, dataset, max_proposals=(100, 1000)):
             size = (int(images.shape[1]), int(images.shape[2]))
             if sizes is not None and scales is not None:
                 size = tuple(int(v) for v in sizes[i])
-                image_gt = _to_original(image_gt, scales[i], size)
-                image_boxes = _to_original(image_boxes, scales[i], size)
+                image_gt = to_original(image_gt, scales[i], size)
+                image_boxes = to_original(image_boxes, scales[i], size)
             ground_truth.append((*size, image_gt))
             proposals.append((image_boxes, scores[i][valid[i]]))
     if not ground_truth:

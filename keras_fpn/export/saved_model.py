@@ -23,8 +23,9 @@ def serving_module(model, image_size, pad_to_multiple=None):
 
     from keras_fpn.datasets.pipeline import padded_size, resize_and_pad
     from keras_fpn.datasets.records import decode_image
+    from keras_fpn.ops.boxes import to_original
 
-    multiple = pad_to_multiple or 2 ** model.backbone.max_level
+    multiple = pad_to_multiple or model.input_multiple
     padded = padded_size(image_size, multiple)
     prepared_spec = (tf.TensorSpec([*padded, 3], tf.float32), tf.TensorSpec([2], tf.float32),
                      tf.TensorSpec([2], tf.int32))
@@ -52,14 +53,12 @@ def serving_module(model, image_size, pad_to_multiple=None):
         detections = model.detect(images)
         boxes = bounding_boxes.convert_format(detections["boxes"], model.bounding_box_format, "xyxy",
                                               height=padded[0], width=padded[1])
-        # Back to each original image: undo the resize, clip, and normalise to [ymin, xmin, ymax, xmax].
-        x_scale, y_scale = scales[:, None, 1], scales[:, None, 0]
+        # Back to each original image (undo the resize, clip), then normalised to [ymin, xmin, ymax, xmax].
+        boxes = to_original(boxes, scales[:, None, :], sizes[:, None, :])
         height = tf.cast(sizes[:, None, 0], tf.float32)
         width = tf.cast(sizes[:, None, 1], tf.float32)
-        x1 = tf.clip_by_value(boxes[..., 0] / x_scale, 0.0, width) / width
-        y1 = tf.clip_by_value(boxes[..., 1] / y_scale, 0.0, height) / height
-        x2 = tf.clip_by_value(boxes[..., 2] / x_scale, 0.0, width) / width
-        y2 = tf.clip_by_value(boxes[..., 3] / y_scale, 0.0, height) / height
+        x1, y1 = boxes[..., 0] / width, boxes[..., 1] / height
+        x2, y2 = boxes[..., 2] / width, boxes[..., 3] / height
         valid = detections["labels"] >= 0
         result = {
             "detection_boxes": tf.where(valid[..., None], tf.stack([y1, x1, y2, x2], axis=-1), 0.0),
@@ -117,7 +116,7 @@ def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_
 
     Outputs (the TensorFlow Object Detection API's names and conventions, so its clients work unchanged; a
     `MaskRCNN` adds `detection_masks`, `[batch, 100, 28, 28]` probabilities relative to each detection's box, which
-    `keras_fpn.detection.paste_masks` or any Object Detection API client pastes into the image):
+    `keras_fpn.ops.paste_masks` or any Object Detection API client pastes into the image):
         `detection_boxes`: float32 `[batch, max_detections, 4]`, `[ymin, xmin, ymax, xmax]` relative to the
             original image (0..1).
         `detection_scores`: float32 `[batch, max_detections]`, sorted, 0 past `num_detections`.
