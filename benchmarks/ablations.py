@@ -78,7 +78,7 @@ def row_kwargs(name, config):
     from keras_fpn.detection.faster_rcnn import FasterRCNN
 
     table, _, _, changes = ROWS[name]
-    kwargs = FasterRCNN.record_kwargs(models.get("fasterrcnn_mobilenetv3small_shapes"))
+    kwargs = models.record_kwargs(models.get("fasterrcnn_mobilenetv3small_shapes"))
     size = config["image_size"]
     kwargs.update(anchor_scale=ANCHOR_SIZE, rpn_post_nms_topk_test=1000, input_shape=(size, size, 3),
                   backbone_weights=None, rpn_only=table == "rpn")
@@ -120,7 +120,7 @@ def run_row(name, seed, config, verbose=2):
     start = time.perf_counter()
     model, _ = train_detector(model, train, training, (size, size), verbose=verbose, seed=seed)
     training_s = time.perf_counter() - start
-    stride = 2 ** model.backbone.max_level
+    stride = model.input_multiple
     batches = detection_pipeline(test, config["batch_size"], (size, size), pad_to_multiple=stride,
                                  with_image_info=True, cache=True)
     if table == "rpn":

@@ -62,7 +62,7 @@ def measure(args):
             keras.config.set_dtype_policy("mixed_bfloat16" if dtype == "bfloat16" else "float32")
             model = models.build(args.model, backbone_weights=None)
             keras.config.set_dtype_policy("float32")
-            stride = 2 ** model.backbone.max_level
+            stride = model.input_multiple
             height, width = (math.ceil(side / stride) * stride for side in args.size)
             rng = np.random.default_rng(0)
             images = rng.uniform(0, 255, (batch, height, width, 3)).astype("float32")

@@ -71,7 +71,7 @@ def main(argv=None):
     print(f"raccoon: {train.num_images} train, {test.num_images} test images, classes {train.class_names}")
     weights = None if args.weights in (None, "none") else args.weights
     model = build_model(len(train.class_names), weights, args.image_size)
-    stride = 2 ** model.backbone.max_level
+    stride = model.input_multiple
     train_batches = detection_pipeline(
         train, args.batch_size, args.image_size, pad_to_multiple=stride,
         augmentation=Augmentation(scale_range=(0.6, 1.5), translation=0.15, seed=args.seed),

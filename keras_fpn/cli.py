@@ -205,12 +205,12 @@ def _evaluate(args):
     if run.get("class_names") and tuple(data.class_names) != tuple(run["class_names"]):
         raise ValueError(f"{args.dataset} has classes {list(data.class_names)}; the model was trained on "
                          f"{run['class_names']}.")
-    batches = detection_pipeline(data, args.batch_size, image_size, pad_to_multiple=2 ** model.backbone.max_level,
+    batches = detection_pipeline(data, args.batch_size, image_size, pad_to_multiple=model.input_multiple,
                                  with_image_info=True)
     print(f"Evaluating {args.run_path} on {args.dataset} ({data.num_images or '?'} images at {image_size})...",
           flush=True)
     metrics = evaluate_coco(model, batches, data.class_names, per_class=True, verbose=1 if args.progress else 0,
-                            iou_type=("bbox", "segm") if model.uses_masks else "bbox")
+                            iou_type=model.iou_types)
     print(f"\nCOCO metrics (pycocotools, original image coordinates) on {args.dataset}:")
     _print_metrics(metrics, data.class_names)
     if model.uses_masks:
@@ -270,7 +270,9 @@ def _predict(args):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="keras-fpn", description="Feature Pyramid Networks and RetinaNet for Keras 3."
+        prog="keras-fpn",
+        description="Feature Pyramid Networks for Keras 3, and the RetinaNet, Faster R-CNN and Mask R-CNN detectors "
+                    "built on them.",
     )
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's start-up messages (hidden by default)")

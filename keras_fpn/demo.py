@@ -42,7 +42,7 @@ def train_shapes_detector(steps=None, batch_size=None, train_images=2000, test_i
         training["steps"] = steps
     model = small_retinanet() if preset == PRESET else models.build(preset, num_classes=len(SHAPE_CLASSES))
     masks = model.uses_masks  # a MaskRCNN trains on the shapes' masks and is scored on them too
-    iou_type = ("bbox", "segm") if masks else "bbox"
+    iou_type = model.iou_types
     test = detection_pipeline(load_shapes(test_images, IMAGE_SIZE[0], seed=seed + 2, with_masks=masks), 25,
                               IMAGE_SIZE, pad_to_multiple=32, cache=True)
     timings = {}

@@ -205,6 +205,41 @@ def retinanet_kwargs(record):
     return kwargs
 
 
+def fasterrcnn_kwargs(record):
+    """`FasterRCNN` constructor arguments of a zoo record: the shared sections, then `rpn` (keys with or without
+    the `rpn_` prefix), `roi_heads` (`min_level` -> `roi_min_level`, ...) and `detection`."""
+    kwargs = detector_kwargs(record, min_level=2, max_level=6)
+    for key, value in record.get("rpn", {}).items():
+        if key != "source":
+            kwargs[key if key.startswith("rpn_") else f"rpn_{key}"] = value
+    names = {"min_level": "roi_min_level", "max_level": "roi_max_level",
+             "batch_size_per_image": "roi_batch_size_per_image", "positive_fraction": "roi_positive_fraction",
+             "positive_iou": "roi_positive_iou"}
+    for key, value in record.get("roi_heads", {}).items():
+        if key != "source":
+            kwargs[names.get(key, key)] = tuple(value) if isinstance(value, builtins.list) else value
+    kwargs.update(record.get("detection", {}))
+    return kwargs
+
+
+def maskrcnn_kwargs(record):
+    """`MaskRCNN` constructor arguments of a zoo record: `fasterrcnn_kwargs` plus the `mask_head` section."""
+    kwargs = fasterrcnn_kwargs(record)
+    names = {"pool_size": "mask_pool_size", "filters": "mask_head_filters", "depth": "mask_head_depth"}
+    for key, value in record.get("mask_head", {}).items():
+        if key != "source":
+            kwargs[names[key]] = value
+    return kwargs
+
+
+def record_kwargs(record):
+    """The constructor arguments (all but `num_classes` and the weights) of the class that builds `record`: the
+    one mapping from records to arguments."""
+    architecture = record.get("architecture", "retinanet")
+    return {"retinanet": retinanet_kwargs, "fasterrcnn": fasterrcnn_kwargs,
+            "maskrcnn": maskrcnn_kwargs}[architecture](record)
+
+
 def summary(records=None):
     """One row per record for tables: name, backbone, levels, input, dataset, parameters, GFLOPs, CPU ms, AP.
 

@@ -143,7 +143,7 @@ def test_records_can_state_the_papers_ablations():
     record = models.get("fasterrcnn_mobilenetv3small_shapes")
     record["pyramid"].update(top_down=False, lateral=True)
     record["rpn"].update(min_level=2, max_level=2)
-    kwargs = FasterRCNN.record_kwargs(models._check(record, "ablation"))
+    kwargs = models.record_kwargs(models._check(record, "ablation"))
     assert kwargs["backbone_kwargs"]["pyramid_kwargs"] == {"fusion": "sum", "extra_levels_from": "subsample",
                                                             "norm": None, "top_down": False, "lateral": True}
     assert (kwargs["rpn_min_level"], kwargs["rpn_max_level"]) == (2, 2)

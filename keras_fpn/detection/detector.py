@@ -1,12 +1,14 @@
 """What every keras_fpn detector shares: the contract that export, evaluation and the CLI use, the target format,
-input checks with readable errors, and the Keras training hooks.
+input checks with readable errors, loss logging, and the Keras training hooks.
 
 The contract (`Detector`): a detector has `backbone` (an `FPNBackbone`), `num_classes`, `bounding_box_format`,
-`max_detections`, and `detect(images)`, the in-graph inference that returns
-`{"boxes", "scores", "labels", "num_detections"}`; `predict` and the exported SavedModel both call `detect`, and
-`evaluate_coco`, pictures and the CLI only read `predict`'s dict. Its `compute_loss` reads `y` through
-`dense_targets` and runs the graph checks of `keras_fpn.detection.checks`. A new detector plugs in by subclassing
-`Detector` and naming itself in `keras_fpn.models.ARCHITECTURES`, without touching export, evaluation or the CLI.
+`max_detections`, `input_multiple` (what its input sides are padded to), `iou_types` (what COCO evaluation scores),
+and `detect(images)`, the in-graph inference that returns `{"boxes", "scores", "labels", "num_detections"}` (plus
+`"masks"` for a mask head); `predict` and the exported SavedModel both call `detect`, and `evaluate_coco`,
+pictures and the CLI only read `predict`'s dict. Its `compute_loss` reads `y` through `pixel_targets` and logs
+through `log_losses`. A new detector plugs in by subclassing `Detector` (constructor: `check_arguments`,
+`resolve_backbone`, build the graph, `super().__init__`, `init_contract`; `get_config`: extend the base one) and
+naming itself in `keras_fpn.models.ARCHITECTURES`, without touching export, evaluation or the CLI.
 """
 
 import keras
@@ -16,7 +18,8 @@ from keras.utils import bounding_boxes
 
 from keras_fpn.backbones.fpn_backbone import FPNBackbone
 from keras_fpn.detection import checks
-from keras_fpn.training.distribute import build_optimizer_before_tracing
+from keras_fpn.layers.levels import level_key
+from keras_fpn.utils.distribute import build_optimizer_before_tracing, num_replicas
 
 # Keras's `fit(x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle, ...)`:
 # `shuffle` is the 7th argument after x and y.
@@ -80,6 +83,31 @@ def resolve_backbone(backbone, backbone_weights, input_shape, min_level, max_lev
             "(return_features=False)."
         )
     return backbone
+
+
+def check_arguments(num_classes, bounding_box_format, box_weights=None):
+    """The constructor checks every detector makes, with errors that name the argument."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ValueError(f"Received num_classes={num_classes!r}; expected a positive integer.")
+    if box_weights is not None and len(box_weights) != 4:
+        raise ValueError(f"Received box_weights={box_weights!r}; expected 4 numbers for (y, x, h, w).")
+    check_box_format(bounding_box_format)
+
+
+def image_size(images):
+    """`(height, width)` of an image batch: Python ints where the shape is static, scalar tensors where not."""
+    height, width = images.shape[1], images.shape[2]
+    if height is None or width is None:
+        dynamic = ops.shape(images)
+        height = dynamic[1] if height is None else height
+        width = dynamic[2] if width is None else width
+    return height, width
+
+
+def map_sizes(features):
+    """`(height, width)` of a feature map, static where known and read at run time where not."""
+    dynamic = ops.shape(features)
+    return tuple(dynamic[i] if features.shape[i] is None else features.shape[i] for i in (1, 2))
 
 
 def check_box_format(bounding_box_format):
@@ -169,6 +197,66 @@ class Detector(keras.Model):
         if keras.backend.backend() == "tensorflow":
             self.supports_jit = False  # CombinedNonMaxSuppression and Assert have no XLA kernels
 
+    def init_contract(self, backbone, num_classes, bounding_box_format, max_detections, loss_names):
+        """Sets the contract's attributes and one `Mean` tracker per loss (`{name}_tracker`, logged as `name`),
+        plus `dropped_boxes_tracker` (boxes `fit` ignored: outside the image or without area). Called by each
+        detector's constructor after `super().__init__`."""
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.bounding_box_format = bounding_box_format
+        self.max_detections = max_detections
+        for name in loss_names:
+            setattr(self, f"{name}_tracker", keras.metrics.Mean(name=name))
+        self.dropped_boxes_tracker = keras.metrics.Sum(name="dropped_boxes")
+
+    @property
+    def input_multiple(self):
+        """What the input's height and width are padded to (the coarsest pyramid stride), so that every level
+        tiles the image exactly: the training pipeline, the CLI and the exporter pad to it."""
+        return 2 ** self.backbone.max_level
+
+    @property
+    def iou_types(self):
+        """What COCO evaluation scores for this detector: `("bbox",)`, plus `"segm"` with a mask head."""
+        return ("bbox", "segm") if self.uses_masks else ("bbox",)
+
+    # -- training: targets, anchors and losses shared by every detector ----------------------------------------
+
+    def pixel_targets(self, images, y):
+        """`y` checked and in pixels: `(boxes [batch, M + 1, 4] xyxy clipped to the image, labels [batch, M + 1]
+        (-1 for padding and for boxes left without area), number of boxes dropped, image height, image width)`."""
+        boxes, labels = dense_targets(y)
+        height, width = image_size(images)
+        boxes = checks.check_box_scale(boxes, labels, height, width, self.bounding_box_format)
+        boxes = bounding_boxes.convert_format(boxes, self.bounding_box_format, "xyxy", height=height, width=width)
+        boxes, labels = checks.check_target_values(boxes, labels, self.num_classes, self.bounding_box_format)
+        boxes, labels, dropped = checks.clip_and_drop(boxes, labels, height, width)
+        return boxes, labels, dropped, height, width
+
+    def anchors_from(self, y_pred):
+        """`(anchors [N, 4] pixel xyxy, anchors per level)` for the pyramid maps in `y_pred`, on the levels of
+        `self.anchor_generator`: sizes read from the maps themselves (static where known, at run time where not),
+        so anchors and head outputs agree for every backbone and image size."""
+        generator = self.anchor_generator
+        shapes = {level: map_sizes(y_pred[level_key("P", level)])
+                  for level in range(generator.min_level, generator.max_level + 1)}
+        per_level = [height * width * generator.anchors_per_location for height, width in shapes.values()]
+        return generator(shapes), per_level
+
+    def log_losses(self, losses, dropped, weights=None):
+        """Logs each loss of `{name: value}` (to `{name}_tracker`) and the dropped boxes; returns their sum, each
+        times its `weights[name]` (default 1), plus any layer losses. Under `tf.distribute` a replica's loss is its share of the global batch's, so the
+        trackers (which average over replicas) log it times the replica count."""
+        replicas = num_replicas()
+        for name, value in losses.items():
+            getattr(self, f"{name}_tracker").update_state(value * replicas)
+        self.dropped_boxes_tracker.update_state(dropped)
+        weights = weights or {}
+        loss = sum(value * weights[name] if name in weights else value for name, value in losses.items())
+        if self.losses:
+            loss = loss + ops.sum(self.losses) / replicas
+        return loss
+
     def compile_from_config(self, config):
         # Keras records jit_compile as resolved by the backend that saved the file (True under JAX, False here
         # under TensorFlow); the loading backend decides again: XLA under JAX, none under TensorFlow.
@@ -200,7 +288,7 @@ class Detector(keras.Model):
         after calls of different ranks, and the traced check can then no longer name a wrong rank."""
         if _is_tf_dataset(x) or not hasattr(x, "shape") or getattr(x.shape, "rank", 0) is None:
             return
-        checks.check_image_shape(tuple(x.shape), 2 ** self.backbone.max_level)
+        checks.check_image_shape(tuple(x.shape), self.input_multiple)
 
     def _check_in_memory(self, x, y):
         batch = _in_memory_batch(x, y)
@@ -233,8 +321,8 @@ class Detector(keras.Model):
         problem rather than Keras's message about some layer's input; the targets are checked in
         `compute_loss` (see `keras_fpn.detection.checks`)."""
         if isinstance(data, (tuple, list)) and data:
-            return type(data)([checks.check_images(data[0], 2 ** self.backbone.max_level), *data[1:]])
-        return checks.check_images(data, 2 ** self.backbone.max_level)
+            return type(data)([checks.check_images(data[0], self.input_multiple), *data[1:]])
+        return checks.check_images(data, self.input_multiple)
 
     def train_step(self, *args):
         # The batch is the last argument on every backend (JAX passes the training state first).
@@ -258,7 +346,7 @@ class Detector(keras.Model):
 
     def _detect_batch(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
-        return self.detect(checks.check_images(images, 2 ** self.backbone.max_level))
+        return self.detect(checks.check_images(images, self.input_multiple))
 
     def _stateless_predict_step(self, state, data):
         """`detect` as a pure function of the model state, as JAX's `predict` runs it (jit-compiled)."""
@@ -315,6 +403,29 @@ class Detector(keras.Model):
         return copy
 
 
+    # -- serialization -----------------------------------------------------------------------------------------
+
+    def get_config(self):
+        """The arguments every detector shares; each detector adds its own. The backbone is stored built (with
+        its weights' layout), so the pyramid arguments only describe it."""
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_classes": self.num_classes,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "backbone_weights": None,
+            "min_level": self.backbone.min_level,
+            "max_level": self.backbone.max_level,
+            "num_channels": self.backbone.num_channels,
+            "input_shape": self.backbone.image_shape,
+            "backbone_kwargs": {},
+            "bounding_box_format": self.bounding_box_format,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
     # -- presets -----------------------------------------------------------------------------------------------
 
     @classmethod
@@ -343,15 +454,9 @@ class Detector(keras.Model):
         if models.architecture_class(record) is not cls:
             raise ValueError(f"{record['name']} is a {record.get('architecture', 'retinanet')} record; build it "
                              f"with keras_fpn.models.build({record['name']!r}) or its own class, not {cls.__name__}.")
-        config = cls.record_kwargs(record)
+        config = models.record_kwargs(record)
         config["backbone_weights"] = record["backbone"].get("weights") if backbone_weights == "preset" else (
             backbone_weights)
         config.setdefault("name", record["name"])
         config.update(kwargs)
         return cls(num_classes=record["num_classes"] if num_classes is None else num_classes, **config)
-
-
-    @classmethod
-    def record_kwargs(cls, record):
-        """Constructor arguments of a zoo record (everything but `num_classes` and the weights)."""
-        raise NotImplementedError(f"{cls.__name__} has no zoo records.")

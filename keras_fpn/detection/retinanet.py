@@ -8,12 +8,12 @@ from keras.utils import bounding_boxes
 
 from keras_fpn.detection.anchors import DEFAULT_ASPECT_RATIOS, DEFAULT_SCALES, AnchorGenerator
 from keras_fpn.detection.box_coding import decode_deltas, encode_deltas, match_anchors
-from keras_fpn.detection.checks import check_box_scale, check_target_values, clip_and_drop
-from keras_fpn.detection.detector import Detector, check_box_format, dense_targets, resolve_backbone
+from keras_fpn.detection.decoder import decode_detections
+from keras_fpn.detection.detector import Detector, check_arguments, image_size, resolve_backbone
 from keras_fpn.detection.losses import BOX_LOSSES, focal_loss, giou_loss, smooth_l1_loss
 from keras_fpn.detection.prediction_head import PredictionHead
 from keras_fpn.layers.levels import level_key
-from keras_fpn.training.distribute import num_replicas, sum_over_replicas
+from keras_fpn.utils.distribute import sum_over_replicas
 
 
 @keras.saving.register_keras_serializable(package="keras_fpn")
@@ -66,7 +66,7 @@ class RetinaNet(Detector):
 
     Returns:
         Calling the model: `{"box": [batch, N, 4] deltas, "classification": [batch, N, num_classes] logits}` over
-        all `N` anchors. `predict`: `{"boxes": [batch, max_detections, 4], "scores": [batch, max_detections],
+        all `N` anchors, and the pyramid maps they came from (`"P3"`, ...; the anchors are laid on their sizes). `predict`: `{"boxes": [batch, max_detections, 4], "scores": [batch, max_detections],
         "labels": [batch, max_detections] (-1 for padding), "num_detections": [batch]}`, boxes in
         `bounding_box_format`.
 
@@ -115,8 +115,7 @@ class RetinaNet(Detector):
         max_detections=100,
         **kwargs,
     ):
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"Received num_classes={num_classes!r}; expected a positive integer.")
+        check_arguments(num_classes, bounding_box_format, box_weights)
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"Received box_loss={box_loss!r}; expected one of {BOX_LOSSES}.")
         if not 0.0 < prior_probability < 1.0:
@@ -126,9 +125,6 @@ class RetinaNet(Detector):
                 f"Received negative_iou={negative_iou}, positive_iou={positive_iou}; expected "
                 "0 <= negative_iou <= positive_iou <= 1."
             )
-        if len(box_weights) != 4:
-            raise ValueError(f"Received box_weights={box_weights!r}; expected 4 numbers for (y, x, h, w).")
-        check_box_format(bounding_box_format)
         backbone = resolve_backbone(backbone, backbone_weights, input_shape, min_level, max_level, num_channels,
                                     backbone_kwargs)
 
@@ -150,16 +146,16 @@ class RetinaNet(Detector):
             )
             box_outputs.append(keras.layers.Reshape((-1, 4), name=f"box_{key}")(box_head(pyramid[key])))
         outputs = {
+            **pyramid,
             "box": keras.layers.Concatenate(axis=1, dtype="float32", name="box")(box_outputs),
             "classification": keras.layers.Concatenate(axis=1, dtype="float32", name="classification")(
                 class_outputs
             ),
         }
         super().__init__(inputs=images, outputs=outputs, **kwargs)
-
-        self.backbone = backbone
-        self.num_classes = num_classes
-        self.bounding_box_format = bounding_box_format
+        # Boxes given to `fit` that lie outside the image or have no area are ignored, and counted.
+        self.init_contract(backbone, num_classes, bounding_box_format, max_detections,
+                           ("classification_loss", "box_loss"))
         self.anchor_generator = anchor_generator
         self.anchor_scale = anchor_scale
         self.anchor_scales = tuple(anchor_scales)
@@ -180,59 +176,12 @@ class RetinaNet(Detector):
         self.score_threshold = score_threshold
         self.pre_nms_topk = pre_nms_topk
         self.nms_iou_threshold = nms_iou_threshold
-        self.max_detections = max_detections
-        self.classification_loss_tracker = keras.metrics.Mean(name="classification_loss")
-        self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
-        # Boxes given to `fit` that lie outside the image or have no area are ignored, and counted here.
-        self.dropped_boxes_tracker = keras.metrics.Sum(name="dropped_boxes")
-        self._level_shape_cache = {}
-
-    # -- anchors ------------------------------------------------------------------------------------------------
-
-    def level_shapes(self, image_height, image_width):
-        """`{level: (height, width)}` of the pyramid maps for an image size.
-
-        With Python ints the backbone's own shape inference gives the exact sizes (valid padding included);
-        with runtime sizes each level is `ceil(previous / 2)` from the image, right for "same"-padding backbones
-        and any image whose sides are multiples of `2^max_level`.
-        """
-        levels = range(self.backbone.min_level, self.backbone.max_level + 1)
-        if isinstance(image_height, int) and isinstance(image_width, int):
-            key = (image_height, image_width)
-            if key not in self._level_shape_cache:
-                spec = self.backbone.compute_output_spec(keras.KerasTensor((1, *key, self.backbone.image_shape[-1])))
-                self._level_shape_cache[key] = {level: tuple(spec[level_key("P", level)].shape[1:3])
-                                                for level in levels}
-            return self._level_shape_cache[key]
-        shapes, height, width = {}, image_height, image_width
-        for level in range(1, self.backbone.max_level + 1):
-            height, width = (height + 1) // 2, (width + 1) // 2
-            if level in levels:
-                shapes[level] = (height, width)
-        return shapes
-
-    def anchors_for(self, images, level_shapes=None):
-        """`(anchors [N, 4] pixel xyxy, anchors per level, image height, image width)` for a batch of images,
-        for the given pyramid `{level: (height, width)}` or, by default, `level_shapes` of the image size."""
-        height, width = images.shape[1], images.shape[2]
-        if height is None or width is None:
-            dynamic = ops.shape(images)
-            height = dynamic[1] if height is None else height
-            width = dynamic[2] if width is None else width
-        shapes = level_shapes if level_shapes is not None else self.level_shapes(height, width)
-        anchors = self.anchor_generator(shapes)
-        per_level = [h * w * self.anchor_generator.anchors_per_location for h, w in shapes.values()]
-        return anchors, per_level, height, width
 
     # -- training -----------------------------------------------------------------------------------------------
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        boxes, labels = dense_targets(y)
-        anchors, _, height, width = self.anchors_for(x)
-        boxes = check_box_scale(boxes, labels, height, width, self.bounding_box_format)
-        boxes = bounding_boxes.convert_format(boxes, self.bounding_box_format, "xyxy", height=height, width=width)
-        boxes, labels = check_target_values(boxes, labels, self.num_classes, self.bounding_box_format)
-        boxes, labels, dropped = clip_and_drop(boxes, labels, height, width)
+        boxes, labels, dropped, _, _ = self.pixel_targets(x, y)
+        anchors, _ = self.anchors_from(y_pred)
         matched, positive, negative = match_anchors(
             anchors, boxes, labels, self.positive_iou, self.negative_iou, self.allow_low_quality_matches
         )
@@ -258,49 +207,19 @@ class RetinaNet(Detector):
         else:
             per_anchor = giou_loss(matched_boxes, decode_deltas(anchors, deltas, self.box_weights))
         box_loss = ops.sum(per_anchor * positive_f) / num_positive
-
-        # The trackers average over replicas; a replica's loss is 1/replicas of the whole on average.
-        replicas = num_replicas()
-        self.classification_loss_tracker.update_state(class_loss * replicas)
-        self.box_loss_tracker.update_state(box_loss * replicas)
-        self.dropped_boxes_tracker.update_state(dropped)
-        loss = class_loss + self.box_loss_weight * box_loss
-        if self.losses:
-            loss = loss + ops.sum(self.losses) / replicas
-        return loss
+        return self.log_losses({"classification_loss": class_loss, "box_loss": box_loss}, dropped,
+                               weights={"box_loss": self.box_loss_weight})
 
     # -- inference ----------------------------------------------------------------------------------------------
 
-    def forward_with_level_shapes(self, images, training=False):
-        """The raw outputs of `model(images)` and the runtime `{level: (height, width)}` of the pyramid maps.
-
-        Runs the same layers as the functional graph, reading each map's size as it is computed, so anchors match
-        the head outputs for every backbone and image size, known or not when the function is traced.
-        """
-        pyramid = self.backbone(images, training=training)
-        classification_head = self.get_layer("classification_head")
-        box_head = self.get_layer("box_head")
-        boxes, logits, shapes = [], [], {}
-        for level in range(self.backbone.min_level, self.backbone.max_level + 1):
-            features = pyramid[level_key("P", level)]
-            dynamic = ops.shape(features)
-            shapes[level] = tuple(dynamic[i] if features.shape[i] is None else features.shape[i] for i in (1, 2))
-            batch = dynamic[0]
-            logits.append(ops.reshape(classification_head(features), (batch, -1, self.num_classes)))
-            boxes.append(ops.reshape(box_head(features), (batch, -1, 4)))
-        y_pred = {"box": ops.cast(ops.concatenate(boxes, axis=1), "float32"),
-                  "classification": ops.cast(ops.concatenate(logits, axis=1), "float32")}
-        return y_pred, shapes
-
     def detect(self, images):
-        y_pred, level_shapes = self.forward_with_level_shapes(images)
-        return self.decode_predictions(y_pred, images, level_shapes)
+        return self.decode_predictions(self(images, training=False), images)
 
-    def decode_predictions(self, y_pred, images, level_shapes=None):
-        """Detections (see `predict`) from raw outputs `y_pred` of `images`. Shared with the serving export."""
-        from keras_fpn.detection.decoder import decode_detections
-
-        anchors, per_level, height, width = self.anchors_for(images, level_shapes)
+    def decode_predictions(self, y_pred, images):
+        """Detections (see `predict`) from the raw outputs `y_pred` of `images`: top-k per level, box decoding,
+        per-class NMS (`keras_fpn.detection.decoder`)."""
+        anchors, per_level = self.anchors_from(y_pred)
+        height, width = image_size(images)
         detections = decode_detections(
             y_pred["box"], y_pred["classification"], anchors, per_level, height, width,
             box_weights=self.box_weights, score_threshold=self.score_threshold, pre_nms_topk=self.pre_nms_topk,
@@ -311,27 +230,11 @@ class RetinaNet(Detector):
         )
         return detections
 
-    @classmethod
-    def record_kwargs(cls, record):
-        from keras_fpn import models
-
-        return models.retinanet_kwargs(record)
-
     # -- serialization -----------------------------------------------------------------------------------------
 
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "backbone_weights": None,
-            "min_level": self.backbone.min_level,
-            "max_level": self.backbone.max_level,
-            "num_channels": self.backbone.num_channels,
-            "input_shape": self.backbone.image_shape,
-            "backbone_kwargs": {},
-            "bounding_box_format": self.bounding_box_format,
+            **super().get_config(),
             "anchor_scale": self.anchor_scale,
             "anchor_scales": self.anchor_scales,
             "aspect_ratios": self.aspect_ratios,
@@ -353,7 +256,3 @@ class RetinaNet(Detector):
             "nms_iou_threshold": self.nms_iou_threshold,
             "max_detections": self.max_detections,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

@@ -100,7 +100,8 @@ def schedule_length(training, num_images, batch_size, epochs=None, steps_per_epo
 def train_detector(model, train_data, training, image_size, output_dir=None, val_data=None, epochs=None,
                    steps_per_epoch=None, batch_size=None, learning_rate=None, checkpoint_every=None, resume=True,
                    eval_every=1, verbose=1, seed=0, strategy=None):
-    """Trains a `RetinaNet` on a reader's `DetectionData` by a recipe, with `model.fit`.
+    """Trains a detector (`RetinaNet`, `FasterRCNN` or `MaskRCNN`) on a reader's `DetectionData` by a recipe, with
+    `model.fit`.
 
     The recipe (a zoo record's `"training"` section) gives the batch size, the length (epochs, or steps), the
     optimizer with its warmup schedule and weight decay, and the augmentation; the arguments here override them.
@@ -115,7 +116,8 @@ def train_detector(model, train_data, training, image_size, output_dir=None, val
     writes files.
 
     Args:
-        model: a `RetinaNet` (not compiled: it is compiled here with the recipe's optimizer).
+        model: a keras_fpn detector: `RetinaNet`, `FasterRCNN` or `MaskRCNN` (not compiled: it is compiled here with
+            the recipe's optimizer). A `MaskRCNN` needs data read with masks, and its evaluation adds mask AP.
         train_data, val_data: `keras_fpn.datasets.DetectionData` (val_data optional: COCO metrics every
             `eval_every` epochs, logged as `val_AP`, ... in the history and TensorBoard).
         training: dict, the recipe.
@@ -138,7 +140,7 @@ def train_detector(model, train_data, training, image_size, output_dir=None, val
         raise ValueError("The training data is empty: no images to train on.")
     batch_size = batch_size or training.get("batch_size", 8)
     epochs, steps_per_epoch = schedule_length(training, train_data.num_images, batch_size, epochs, steps_per_epoch)
-    stride = 2 ** model.backbone.max_level
+    stride = model.input_multiple
     batches = detection_pipeline(train_data, batch_size, image_size, pad_to_multiple=stride,
                                  augmentation=build_augmentation(training, seed), shuffle=True, repeat=True,
                                  cache=bool(train_data.num_images and train_data.num_images <= 5000), seed=seed)
@@ -158,7 +160,7 @@ def train_detector(model, train_data, training, image_size, output_dir=None, val
                                          with_image_info=True, cache=True)
         callbacks.append(COCOEvaluation(val_batches, every_n_epochs=eval_every, class_names=val_data.class_names,
                                         verbose=1 if verbose == 1 else 0,
-                                        iou_type=("bbox", "segm") if model.uses_masks else "bbox"))
+                                        iou_type=model.iou_types))
     if output_dir and chief:
         os.makedirs(output_dir, exist_ok=True)
         # After the evaluation callback, so the COCO metrics it adds to the logs reach TensorBoard.
