@@ -1,4 +1,5 @@
-"""RetinaNet anchors, computed from the runtime sizes of the pyramid maps."""
+"""Anchors for every detector (RetinaNet's heads, the RPN of FasterRCNN and MaskRCNN), computed from the runtime
+sizes of the pyramid maps."""
 
 import math
 
@@ -14,7 +15,8 @@ class AnchorGenerator:
     At level `l` (stride `s = 2^l`) every map location `(i, j)` has its centre at `((j + 0.5) s, (i + 0.5) s)`
     and `len(scales) * len(aspect_ratios)` anchors of area `(anchor_scale * s * scale)^2` and height/width ratio
     `aspect_ratio` (RetinaNet: `anchor_scale=4`, so base sizes 32..512 on P3..P7, scales 2^0, 2^(1/3), 2^(2/3),
-    ratios 1:2, 1:1, 2:1). Anchors are ordered level by level, then row, column, scale-major over
+    ratios 1:2, 1:1, 2:1; the RPN of FasterRCNN and MaskRCNN: `anchor_scale=8` and the one scale 1, so 32..512 on
+    P2..P6, the same ratios). Anchors are ordered level by level, then row, column, scale-major over
     `(scale, aspect_ratio)` pairs, the same order as the flattened head outputs.
 
     Args:

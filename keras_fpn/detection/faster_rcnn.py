@@ -1,6 +1,10 @@
 """Faster R-CNN with a Feature Pyramid Network (Lin et al. 2017, arXiv 1612.03144, Sec. 4): an RPN over P2-P6 with
 one shared head, and RoI heads that pool each region from the level its size picks (the paper's Eq. 1).
 
+This module only assembles the parts, as torchvision's `GeneralizedRCNN` does: the backbone (`FPNBackbone`), the
+RPN (`keras_fpn.detection.rpn`) and the RoI heads (`keras_fpn.detection.roi_heads`). The heads are arguments
+(`rpn_head=`, `box_head=`, `box_predictor=`); by default they are built from the flat arguments below.
+
 Training is plain `model.fit(images, {"boxes", "labels"})`: anchors are matched and sampled, proposals made, ground
 truth added and RoIs sampled inside `compute_loss`. `predict` and the exported SavedModel run proposals, RoIAlign,
 the box head and per-class NMS in the graph (`detect`). Every backend: under TensorFlow, NMS and RoIAlign are
@@ -29,82 +33,11 @@ from keras import ops
 from keras.utils import bounding_boxes
 
 from keras_fpn.detection.anchors import DEFAULT_ASPECT_RATIOS, AnchorGenerator
-from keras_fpn.detection.box_coding import batched_iou, decode_deltas, encode_deltas, match_anchors
-from keras_fpn.detection.checks import check_box_scale, check_target_values, clip_and_drop
-from keras_fpn.detection.detector import Detector, check_box_format, dense_targets, resolve_backbone
-from keras_fpn.detection.losses import smooth_l1_loss
-from keras_fpn.detection.nms import detection_nms
-from keras_fpn.detection.proposals import generate_proposals
-from keras_fpn.detection.roi_align import multilevel_roi_align
-from keras_fpn.detection.sampling import sample_balanced
+from keras_fpn.detection.detector import Detector, check_arguments, image_size, resolve_backbone
+from keras_fpn.detection.roi_heads import (BoxHead, BoxPredictor, RoIHeads, decode_roi_detections, roi_loss,
+                                           sample_rois)
+from keras_fpn.detection.rpn import RPN_BOX_WEIGHTS, RPNHead, propose, rpn_loss, rpn_targets  # noqa: F401
 from keras_fpn.layers.levels import level_key
-from keras_fpn.training.distribute import num_replicas, sum_over_replicas
-
-RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
-
-
-def decode_roi_detections(proposals, valid, logits, deltas, image_height, image_width, box_weights=(10.0, 10.0, 5.0, 5.0),
-                          score_threshold=0.05, nms_iou_threshold=0.5, max_detections=100):
-    """Detections from the RoI head's outputs: softmax scores, each class's own box decoded from its deltas and
-    clipped to the image, per-class NMS.
-
-    Args:
-        proposals: `[batch, R, 4]` pixel xyxy. valid: `[batch, R]` bool (padding proposals score 0).
-        logits: `[batch, R, num_classes + 1]`, background last. deltas: `[batch, R, num_classes, 4]`.
-
-    Returns:
-        The `predict` dict: `boxes [batch, max_detections, 4]` pixel xyxy, `scores`, `labels` (-1 past
-        `num_detections`), `num_detections [batch]`.
-    """
-    num_classes = int(deltas.shape[2])
-    scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)[..., :num_classes]
-    scores = scores * ops.cast(valid, "float32")[..., None]
-    boxes = decode_deltas(proposals[:, :, None, :], deltas, box_weights)  # [batch, R, num_classes, 4]
-    height, width = ops.cast(image_height, "float32"), ops.cast(image_width, "float32")
-    boxes = ops.stack([ops.clip(boxes[..., 0], 0.0, width), ops.clip(boxes[..., 1], 0.0, height),
-                       ops.clip(boxes[..., 2], 0.0, width), ops.clip(boxes[..., 3], 0.0, height)], axis=-1)
-    return detection_nms(boxes, scores, max_detections=max_detections, iou_threshold=nms_iou_threshold,
-                         score_threshold=score_threshold)
-
-
-@keras.saving.register_keras_serializable(package="keras_fpn")
-class RPNHead(keras.layers.Layer):
-    """The RPN's head, shared by every pyramid level: a 3x3 conv + ReLU, then 1x1 convs to one objectness logit
-    and 4 box deltas per anchor.
-
-    Args:
-        num_anchors: int, anchors per location. filters: int, default 256 (the pyramid's channels).
-
-    Returns (called on one `[batch, H, W, C]` map): `(objectness [batch, H*W*A], deltas [batch, H*W*A, 4])`.
-    """
-
-    def __init__(self, num_anchors, filters=256, **kwargs):
-        super().__init__(**kwargs)
-        self.num_anchors = num_anchors
-        self.filters = filters
-        init = keras.initializers.RandomNormal(stddev=0.01)
-        self.conv = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=init,
-                                        dtype=self.dtype_policy, name="conv")
-        self.objectness = keras.layers.Conv2D(num_anchors, 1, kernel_initializer=init, dtype=self.dtype_policy,
-                                              name="objectness")
-        self.box = keras.layers.Conv2D(4 * num_anchors, 1, kernel_initializer=init, dtype=self.dtype_policy,
-                                       name="box")
-
-    def build(self, input_shape):
-        self.conv.build(input_shape)
-        hidden = (*input_shape[:3], self.filters)
-        self.objectness.build(hidden)
-        self.box.build(hidden)
-        self.built = True
-
-    def call(self, features):
-        x = self.conv(features)
-        batch = ops.shape(features)[0]
-        return (ops.reshape(self.objectness(x), (batch, -1)),
-                ops.reshape(self.box(x), (batch, -1, 4)))
-
-    def get_config(self):
-        return {**super().get_config(), "num_anchors": self.num_anchors, "filters": self.filters}
 
 
 @keras.saving.register_keras_serializable(package="keras_fpn")
@@ -132,7 +65,7 @@ class FasterRCNN(Detector):
         roi_min_level, roi_max_level: default 2 and 5, the levels RoIs are pooled from.
         pool_size: default 7. sampling_ratio: default 2.
         roi_batch_size_per_image: default 512. roi_positive_fraction: default 0.25. roi_positive_iou: default 0.5.
-        head_dim: default 1024, width of the two fc layers.
+        head_dim: default 1024, width of the two fc layers of the default `BoxHead`.
         box_weights: default (10, 10, 5, 5), of the RoI head's (y, x, h, w) deltas.
         smooth_l1_beta: default 1/9, of both box losses.
         score_threshold: default 0.05. nms_iou_threshold: default 0.5. max_detections: default 100.
@@ -140,6 +73,12 @@ class FasterRCNN(Detector):
         rpn_only: bool, default False. Train the RPN alone (the FPN paper's Table 1): `compute_loss` has only the
             RPN losses, and `propose(images)` gives the proposals to score with
             `keras_fpn.evaluation.evaluate_proposals`; `predict` still runs the (untrained) RoI heads.
+        rpn_head: None or a layer: one `[batch, H, W, C]` map -> `(objectness [batch, H*W*A], deltas
+            [batch, H*W*A, 4])`, shared by the RPN's levels. None builds `RPNHead(A, num_channels)`.
+        box_head: None or a layer: pooled RoIs `[R, pool_size, pool_size, C]` -> `[R, D]`. None builds
+            `BoxHead(head_dim)`.
+        box_predictor: None or a layer: `[R, D]` -> `(logits [R, num_classes + 1], deltas [R, num_classes, 4])`,
+            background last. None builds `BoxPredictor(num_classes)`.
         **kwargs: base `keras.Model` arguments (`name`, `dtype`).
 
     Call arguments:
@@ -204,10 +143,12 @@ class FasterRCNN(Detector):
         max_detections=100,
         seed=None,
         rpn_only=False,
+        rpn_head=None,
+        box_head=None,
+        box_predictor=None,
         **kwargs,
     ):
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"Received num_classes={num_classes!r}; expected a positive integer.")
+        check_arguments(num_classes, bounding_box_format, box_weights)
         if not 0.0 <= rpn_negative_iou <= rpn_positive_iou <= 1.0:
             raise ValueError(f"Received rpn_negative_iou={rpn_negative_iou}, rpn_positive_iou={rpn_positive_iou}; "
                              "expected 0 <= rpn_negative_iou <= rpn_positive_iou <= 1.")
@@ -215,12 +156,9 @@ class FasterRCNN(Detector):
                             ("roi_positive_fraction", roi_positive_fraction)):
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"Received {name}={value}; expected 0 < {name} <= 1.")
-        if len(box_weights) != 4:
-            raise ValueError(f"Received box_weights={box_weights!r}; expected 4 numbers for (y, x, h, w).")
         if not min_level <= roi_min_level <= roi_max_level <= max_level:
             raise ValueError(f"Received roi_min_level={roi_min_level}, roi_max_level={roi_max_level} with pyramid "
                              f"levels {min_level}-{max_level}; expected RoI levels inside the pyramid's.")
-        check_box_format(bounding_box_format)
         backbone_kwargs = dict(backbone_kwargs or {})
         backbone_kwargs["pyramid_kwargs"] = {"extra_levels_from": "subsample",
                                              **backbone_kwargs.get("pyramid_kwargs", {})}
@@ -234,9 +172,10 @@ class FasterRCNN(Detector):
                              f"levels {backbone.min_level}-{backbone.max_level}; expected RPN levels inside the "
                              "pyramid's.")
         anchor_generator = AnchorGenerator(rpn_min_level, rpn_max_level, anchor_scale, anchor_scales, aspect_ratios)
+        rpn_head = _layer(rpn_head) or RPNHead(anchor_generator.anchors_per_location, backbone.num_channels,
+                                               name="rpn_head")
         images = keras.Input(shape=backbone.image_shape, name="images")
         pyramid = backbone(images)
-        rpn_head = RPNHead(anchor_generator.anchors_per_location, backbone.num_channels, name="rpn_head")
         objectness, deltas = [], []
         for level in range(rpn_min_level, rpn_max_level + 1):
             level_objectness, level_deltas = rpn_head(pyramid[level_key("P", level)])
@@ -247,28 +186,23 @@ class FasterRCNN(Detector):
             objectness)
         outputs["rpn_box"] = keras.layers.Concatenate(axis=1, dtype="float32", name="rpn_box")(deltas)
         super().__init__(inputs=images, outputs=outputs, **kwargs)
+        losses = ("rpn_objectness_loss", "rpn_box_loss") + (() if rpn_only else ("classification_loss", "box_loss"))
+        self.init_contract(backbone, num_classes, bounding_box_format, max_detections, losses)
 
         # The RoI heads run on sampled proposals, outside the functional graph; their layers are built here.
-        pooled_size = pool_size * pool_size * backbone.num_channels
-        self.box_head_fc1 = keras.layers.Dense(head_dim, activation="relu", name="box_head_fc1")
-        self.box_head_fc2 = keras.layers.Dense(head_dim, activation="relu", name="box_head_fc2")
-        self.box_classifier = keras.layers.Dense(
-            num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name="box_classifier")
-        self.box_regressor = keras.layers.Dense(
-            4 * num_classes, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="box_regressor")
-        self.box_head_fc1.build((None, pooled_size))
-        self.box_head_fc2.build((None, head_dim))
-        self.box_classifier.build((None, head_dim))
-        self.box_regressor.build((None, head_dim))
+        pooled = (None, pool_size, pool_size, backbone.num_channels)
+        box_head = _built(_layer(box_head) or BoxHead(head_dim, name="box_head"), pooled)
+        box_predictor = _built(_layer(box_predictor) or BoxPredictor(num_classes, name="box_predictor"),
+                               box_head.compute_output_shape(pooled))
+        self.rpn_head = rpn_head
+        self.roi_heads = RoIHeads(box_head, box_predictor, roi_min_level, roi_max_level, pool_size, sampling_ratio,
+                                  name="roi_heads")
         if rpn_only:  # the RoI heads get no gradient: keep them out of the optimizer (no Keras warning)
-            for layer in (self.box_head_fc1, self.box_head_fc2, self.box_classifier, self.box_regressor):
-                layer.trainable = False
+            self.roi_heads.trainable = False
 
-        self.backbone = backbone
-        self.num_classes = num_classes
-        self.bounding_box_format = bounding_box_format
         self.anchor_generator = anchor_generator
         self.anchor_scale = anchor_scale
+        self.anchor_scales = tuple(float(scale) for scale in anchor_scales)
         self.aspect_ratios = tuple(aspect_ratios)
         self.rpn_positive_iou = rpn_positive_iou
         self.rpn_negative_iou = rpn_negative_iou
@@ -294,167 +228,68 @@ class FasterRCNN(Detector):
         self.smooth_l1_beta = smooth_l1_beta
         self.score_threshold = score_threshold
         self.nms_iou_threshold = nms_iou_threshold
-        self.max_detections = max_detections
         self.seed = seed
         self.rpn_only = bool(rpn_only)
-        self.anchor_scales = tuple(float(scale) for scale in anchor_scales)
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.rpn_objectness_loss_tracker = keras.metrics.Mean(name="rpn_objectness_loss")
-        self.rpn_box_loss_tracker = keras.metrics.Mean(name="rpn_box_loss")
-        if not rpn_only:  # an RPN trained alone logs its own losses only
-            self.classification_loss_tracker = keras.metrics.Mean(name="classification_loss")
-            self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
-        self.dropped_boxes_tracker = keras.metrics.Sum(name="dropped_boxes")
 
-    # -- anchors and pooling ------------------------------------------------------------------------------------
+    # -- the weight layout of keras_fpn 0.1.0 ------------------------------------------------------------------
+    # Keras stores a weight under the first attribute path it meets, attributes in alphabetical order. 0.1.0
+    # kept the default box head's layers as these four attributes; naming them here (they sort before
+    # `roi_heads`) keeps the weights of the default heads where 0.1.0 files have them, so those files load.
 
-    def _levels(self):
-        return range(self.rpn_min_level, self.rpn_max_level + 1)
+    @property
+    def box_head_fc1(self):
+        return getattr(self.roi_heads.box_head, "fc1", None)
 
-    def anchors_from(self, y_pred):
-        """`(anchors [N, 4], anchors per level)` for the pyramid maps in `y_pred` (static or runtime sizes)."""
-        shapes = {}
-        for level in self._levels():
-            features = y_pred[level_key("P", level)]
-            dynamic = ops.shape(features)
-            shapes[level] = tuple(dynamic[i] if features.shape[i] is None else features.shape[i] for i in (1, 2))
-        anchors = self.anchor_generator(shapes)
-        per_level = [h * w * self.anchor_generator.anchors_per_location for h, w in shapes.values()]
-        return anchors, per_level
+    @property
+    def box_head_fc2(self):
+        return getattr(self.roi_heads.box_head, "fc2", None)
 
-    def box_head(self, y_pred, rois):
-        """Class logits `[batch, R, num_classes + 1]` (background last) and class-specific deltas
-        `[batch, R, num_classes, 4]` of `rois [batch, R, 4]` (pixel xyxy)."""
-        pooled = multilevel_roi_align(y_pred, rois, self.roi_min_level, self.roi_max_level, self.pool_size,
-                                      self.sampling_ratio)
-        batch, count = ops.shape(rois)[0], ops.shape(rois)[1]
-        x = ops.reshape(pooled, (batch * count, -1))
-        x = self.box_head_fc2(self.box_head_fc1(x))
-        logits = ops.reshape(ops.cast(self.box_classifier(x), "float32"), (batch, count, self.num_classes + 1))
-        deltas = ops.reshape(ops.cast(self.box_regressor(x), "float32"), (batch, count, self.num_classes, 4))
-        return logits, deltas
+    @property
+    def box_classifier(self):
+        return getattr(self.roi_heads.box_predictor, "cls_score", None)
 
-    def _proposals(self, y_pred, anchors, per_level, height, width, training):
-        return generate_proposals(
-            ops.stop_gradient(y_pred["rpn_objectness"]), ops.stop_gradient(y_pred["rpn_box"]), anchors, per_level,
-            height, width,
-            pre_nms_topk=self.rpn_pre_nms_topk_train if training else self.rpn_pre_nms_topk_test,
-            post_nms_topk=self.rpn_post_nms_topk_train if training else self.rpn_post_nms_topk_test,
-            nms_iou_threshold=self.rpn_nms_iou_threshold, min_size=self.rpn_min_size, box_weights=RPN_BOX_WEIGHTS)
-
-    @staticmethod
-    def _image_size(images):
-        height, width = images.shape[1], images.shape[2]
-        dynamic = ops.shape(images)
-        return (dynamic[1] if height is None else height), (dynamic[2] if width is None else width)
+    @property
+    def box_regressor(self):
+        return getattr(self.roi_heads.box_predictor, "bbox_pred", None)
 
     # -- training -----------------------------------------------------------------------------------------------
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        boxes, labels = dense_targets(y)
-        height, width = self._image_size(x)
-        boxes = check_box_scale(boxes, labels, height, width, self.bounding_box_format)
-        boxes = bounding_boxes.convert_format(boxes, self.bounding_box_format, "xyxy", height=height, width=width)
-        boxes, labels = check_target_values(boxes, labels, self.num_classes, self.bounding_box_format)
-        boxes, labels, dropped = clip_and_drop(boxes, labels, height, width)
+        boxes, labels, dropped, height, width = self.pixel_targets(x, y)
         anchors, per_level = self.anchors_from(y_pred)
-        rpn_objectness_loss, rpn_box_loss = self._rpn_loss(y_pred, anchors, boxes, labels)
+        positive, negative, targets = rpn_targets(
+            anchors, boxes, labels, self.rpn_positive_iou, self.rpn_negative_iou, self.rpn_batch_size_per_image,
+            self.rpn_positive_fraction, self.seed_generator)
+        rpn_objectness_loss, rpn_box_loss = rpn_loss(y_pred["rpn_objectness"], y_pred["rpn_box"], positive,
+                                                     negative, targets, self.smooth_l1_beta)
+        losses = {"rpn_objectness_loss": rpn_objectness_loss, "rpn_box_loss": rpn_box_loss}
         if self.rpn_only:
-            return self._total({"rpn_objectness_loss": rpn_objectness_loss, "rpn_box_loss": rpn_box_loss}, dropped)
+            return self.log_losses(losses, dropped)
 
-        proposals, _, valid = self._proposals(y_pred, anchors, per_level, height, width, training=True)
-        rois, roi_labels, roi_targets, roi_valid, roi_gt_index = self._sample_rois(proposals, valid, boxes, labels)
-        logits, deltas = self.box_head(y_pred, rois)
-        classification_loss, box_loss = self._roi_loss(logits, deltas, roi_labels, roi_targets, roi_valid)
-        losses = {"rpn_objectness_loss": rpn_objectness_loss, "rpn_box_loss": rpn_box_loss,
-                  "classification_loss": classification_loss, "box_loss": box_loss}
+        proposals, _, valid = self._propose(y_pred, anchors, per_level, height, width, training=True)
+        rois, roi_labels, roi_targets, roi_valid, roi_gt_index = sample_rois(
+            proposals, valid, boxes, labels, self.num_classes, self.roi_batch_size_per_image,
+            self.roi_positive_fraction, self.roi_positive_iou, self.box_weights, self.seed_generator)
+        logits, deltas = self.roi_heads.box_outputs(y_pred, rois)
+        losses["classification_loss"], losses["box_loss"] = roi_loss(logits, deltas, roi_labels, roi_targets,
+                                                                     roi_valid, self.smooth_l1_beta)
         losses.update(self.extra_losses(y, y_pred, rois, roi_labels, roi_valid, roi_gt_index))
-        return self._total(losses, dropped)
-
-    def _total(self, losses, dropped):
-        """Logs each loss and the dropped boxes; returns their sum (plus any layer losses)."""
-        replicas = num_replicas()
-        for name, value in losses.items():
-            getattr(self, f"{name}_tracker").update_state(value * replicas)
-        self.dropped_boxes_tracker.update_state(dropped)
-        loss = sum(losses.values())
-        if self.losses:
-            loss = loss + ops.sum(self.losses) / replicas
-        return loss
+        return self.log_losses(losses, dropped)
 
     def extra_losses(self, y, y_pred, rois, roi_labels, roi_valid, roi_gt_index):
         """Losses of heads a subclass adds on the sampled RoIs (Mask R-CNN's mask head), by name; each needs a
-        `{name}_tracker` metric. `rois [batch, S, 4]` pixel xyxy, positives first; `roi_labels` (num_classes for
-        background), `roi_valid` and `roi_gt_index` (the ground-truth box each RoI matched) `[batch, S]`."""
+        tracker (`init_contract`'s loss names). `rois [batch, S, 4]` pixel xyxy, positives first; `roi_labels`
+        (num_classes for background), `roi_valid` and `roi_gt_index` (the ground-truth box each RoI matched)
+        `[batch, S]`."""
         return {}
 
-    def _rpn_loss(self, y_pred, anchors, boxes, labels):
-        """Objectness BCE and smooth-L1 over the sampled anchors, both divided by the number sampled."""
-        matched, positive, negative = match_anchors(anchors, boxes, labels, self.rpn_positive_iou,
-                                                    self.rpn_negative_iou, allow_low_quality_matches=True)
-        positive, negative = sample_balanced(positive, negative, self.rpn_batch_size_per_image,
-                                             self.rpn_positive_fraction, self.seed_generator)
-        sampled = ops.cast(positive | negative, "float32")
-        count = ops.maximum(sum_over_replicas(ops.sum(sampled)), 1.0)
-        logits = y_pred["rpn_objectness"]
-        objectness = keras.losses.binary_crossentropy(ops.cast(positive, "float32")[..., None], logits[..., None],
-                                                      from_logits=True)
-        objectness_loss = ops.sum(objectness * sampled) / count
-        matched_boxes = ops.take_along_axis(boxes, matched[..., None], axis=1)
-        matched_boxes = ops.where(positive[..., None], matched_boxes, anchors[None])
-        targets = encode_deltas(anchors, matched_boxes, RPN_BOX_WEIGHTS)
-        per_anchor = smooth_l1_loss(targets, y_pred["rpn_box"], self.smooth_l1_beta)
-        box_loss = ops.sum(per_anchor * ops.cast(positive, "float32")) / count
-        return objectness_loss, box_loss
-
-    def _sample_rois(self, proposals, valid, boxes, labels):
-        """The RoI heads' training examples: proposals plus ground truth, `roi_batch_size_per_image` sampled per
-        image with at most `roi_positive_fraction` positives (IoU >= roi_positive_iou).
-
-        Returns `(rois [batch, S, 4], labels [batch, S] (num_classes = background), box targets [batch, S, 4],
-        valid [batch, S], matched ground-truth index [batch, S])` with `S = roi_batch_size_per_image`; the
-        positives come first.
-        """
-        gt_valid = labels >= 0
-        rois = ops.concatenate([proposals, boxes], axis=1)
-        rois_valid = ops.concatenate([valid, gt_valid], axis=1)
-        iou = ops.where(gt_valid[:, None, :], batched_iou(rois, boxes), -1.0)
-        best_iou, matched = ops.max(iou, axis=-1), ops.argmax(iou, axis=-1)
-        positive = rois_valid & (best_iou >= self.roi_positive_iou)
-        negative = rois_valid & ~positive
-        positive, negative = sample_balanced(positive, negative, self.roi_batch_size_per_image,
-                                             self.roi_positive_fraction, self.seed_generator)
-        # The sampled RoIs, gathered to a fixed count (positives first; padding rows are not valid).
-        size = self.roi_batch_size_per_image
-        order = ops.cast(positive, "float32") * 2.0 + ops.cast(negative, "float32")
-        batch = ops.shape(order)[0]
-        order = ops.concatenate([order, ops.zeros((batch, size), "float32")], axis=1)
-        chosen, index = ops.top_k(order, k=size)
-        index = ops.minimum(index, ops.shape(rois)[1] - 1)
-        sampled_valid = chosen > 0
-        sampled_rois = ops.take_along_axis(rois, index[..., None], axis=1)
-        sampled_positive = chosen > 1.5
-        gt_index = ops.take_along_axis(matched, index, axis=1)
-        sampled_labels = ops.where(sampled_positive, ops.take_along_axis(labels, gt_index, axis=1), self.num_classes)
-        gt_boxes = ops.take_along_axis(boxes, gt_index[..., None], axis=1)
-        gt_boxes = ops.where(sampled_positive[..., None], gt_boxes, sampled_rois)
-        targets = encode_deltas(sampled_rois, gt_boxes, self.box_weights)
-        return (ops.stop_gradient(sampled_rois), sampled_labels, ops.stop_gradient(targets), sampled_valid,
-                gt_index)
-
-    def _roi_loss(self, logits, deltas, roi_labels, targets, roi_valid):
-        """Softmax cross-entropy over the sampled RoIs; smooth-L1 of the ground-truth class's deltas on the
-        positive ones; both divided by the number of sampled RoIs."""
-        valid = ops.cast(roi_valid, "float32")
-        count = ops.maximum(sum_over_replicas(ops.sum(valid)), 1.0)
-        cross_entropy = keras.losses.sparse_categorical_crossentropy(roi_labels, logits, from_logits=True)
-        classification_loss = ops.sum(cross_entropy * valid) / count
-        positive = (roi_labels < self.num_classes) & roi_valid
-        class_index = ops.minimum(roi_labels, self.num_classes - 1)
-        class_deltas = ops.take_along_axis(deltas, class_index[..., None, None], axis=2)[:, :, 0]
-        per_roi = smooth_l1_loss(targets, class_deltas, self.smooth_l1_beta)
-        box_loss = ops.sum(per_roi * ops.cast(positive, "float32")) / count
-        return classification_loss, box_loss
+    def _propose(self, y_pred, anchors, per_level, height, width, training, post_nms_topk=None):
+        return propose(
+            y_pred["rpn_objectness"], y_pred["rpn_box"], anchors, per_level, height, width,
+            pre_nms_topk=self.rpn_pre_nms_topk_train if training else self.rpn_pre_nms_topk_test,
+            post_nms_topk=post_nms_topk or (self.rpn_post_nms_topk_train if training else self.rpn_post_nms_topk_test),
+            nms_iou_threshold=self.rpn_nms_iou_threshold, min_size=self.rpn_min_size)
 
     # -- inference ----------------------------------------------------------------------------------------------
 
@@ -468,23 +303,20 @@ class FasterRCNN(Detector):
         from keras_fpn.detection.checks import check_images
         from keras_fpn.detection.detector import backend_input
 
-        images = check_images(ops.convert_to_tensor(backend_input(images)), 2 ** self.backbone.max_level)
+        images = check_images(ops.convert_to_tensor(backend_input(images)), self.input_multiple)
         y_pred = self(images, training=False)
-        height, width = self._image_size(images)
+        height, width = image_size(images)
         anchors, per_level = self.anchors_from(y_pred)
-        return generate_proposals(
-            y_pred["rpn_objectness"], y_pred["rpn_box"], anchors, per_level, height, width,
-            pre_nms_topk=self.rpn_pre_nms_topk_test, post_nms_topk=post_nms_topk or self.rpn_post_nms_topk_test,
-            nms_iou_threshold=self.rpn_nms_iou_threshold, min_size=self.rpn_min_size, box_weights=RPN_BOX_WEIGHTS)
+        return self._propose(y_pred, anchors, per_level, height, width, training=False, post_nms_topk=post_nms_topk)
 
     def detect_with_features(self, images):
         """`detect`'s detections (boxes in `bounding_box_format`) and the pyramid they came from, with the
         detections' pixel xyxy boxes as `"pixel_boxes"` in the second result (for heads run on detections)."""
         y_pred = self(images, training=False)
-        height, width = self._image_size(images)
+        height, width = image_size(images)
         anchors, per_level = self.anchors_from(y_pred)
-        proposals, _, valid = self._proposals(y_pred, anchors, per_level, height, width, training=False)
-        logits, deltas = self.box_head(y_pred, proposals)
+        proposals, _, valid = self._propose(y_pred, anchors, per_level, height, width, training=False)
+        logits, deltas = self.roi_heads.box_outputs(y_pred, proposals)
         detections = decode_roi_detections(
             proposals, valid, logits, deltas, height, width, self.box_weights, self.score_threshold,
             self.nms_iou_threshold, self.max_detections)
@@ -493,39 +325,13 @@ class FasterRCNN(Detector):
                                                             height=height, width=width)
         return detections, {**y_pred, "pixel_boxes": pixel_boxes}
 
-    # -- presets and serialization ------------------------------------------------------------------------------
-
-    @classmethod
-    def record_kwargs(cls, record):
-        from keras_fpn import models
-
-        kwargs = models.detector_kwargs(record, min_level=2, max_level=6)
-        for key, value in record.get("rpn", {}).items():
-            if key != "source":
-                kwargs[key if key.startswith("rpn_") else f"rpn_{key}"] = value
-        names = {"min_level": "roi_min_level", "max_level": "roi_max_level",
-                 "batch_size_per_image": "roi_batch_size_per_image", "positive_fraction": "roi_positive_fraction",
-                 "positive_iou": "roi_positive_iou"}
-        for key, value in record.get("roi_heads", {}).items():
-            if key != "source":
-                kwargs[names.get(key, key)] = tuple(value) if isinstance(value, list) else value
-        kwargs.update(record.get("detection", {}))
-        return kwargs
+    # -- serialization ------------------------------------------------------------------------------
 
     def get_config(self):
         return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "backbone_weights": None,
-            "min_level": self.backbone.min_level,
-            "max_level": self.backbone.max_level,
-            "num_channels": self.backbone.num_channels,
-            "input_shape": self.backbone.image_shape,
-            "backbone_kwargs": {},
-            "bounding_box_format": self.bounding_box_format,
+            **super().get_config(),
             "anchor_scale": self.anchor_scale,
+            "anchor_scales": self.anchor_scales,
             "aspect_ratios": self.aspect_ratios,
             "rpn_positive_iou": self.rpn_positive_iou,
             "rpn_negative_iou": self.rpn_negative_iou,
@@ -553,10 +359,25 @@ class FasterRCNN(Detector):
             "nms_iou_threshold": self.nms_iou_threshold,
             "max_detections": self.max_detections,
             "seed": self.seed,
-            "anchor_scales": self.anchor_scales,
             "rpn_only": self.rpn_only,
+            "rpn_head": keras.saving.serialize_keras_object(self.rpn_head),
+            "box_head": keras.saving.serialize_keras_object(self.roi_heads.box_head),
+            "box_predictor": keras.saving.serialize_keras_object(self.roi_heads.box_predictor),
         }
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+
+def _built(layer, input_shape):
+    """`layer`, built for `input_shape` unless it is already (a deserialized layer comes built)."""
+    if not layer.built:
+        layer.build(input_shape)
+    return layer
+
+
+def _layer(value):
+    """A head argument as a layer: None stays None (build the default), a serialized layer is deserialized."""
+    if isinstance(value, dict):
+        return keras.saving.deserialize_keras_object(value)
+    if value is not None and not isinstance(value, keras.layers.Layer):
+        raise ValueError(f"Received a head of type {type(value).__name__}; expected a keras.layers.Layer, its "
+                         "serialized config, or None for the default head.")
+    return value

@@ -1,4 +1,6 @@
-"""RetinaNet losses: sigmoid focal loss and box regression, both summed and normalised by positive anchors."""
+"""Detection losses, per element, anchor or box: sigmoid focal loss (RetinaNet's classification), smooth-L1 (box
+regression in RetinaNet, the RPN and the Fast R-CNN head of FasterRCNN and MaskRCNN) and GIoU (RetinaNet's
+`box_loss="giou"`). Each detector sums them and normalises the sums itself."""
 
 import keras
 from keras import ops

@@ -33,7 +33,7 @@ def roi_levels(boxes, min_level, max_level, canonical_size=CANONICAL_SIZE, canon
     return ops.cast(ops.clip(level, min_level, max_level), "int32")
 
 
-def _sample_boxes(boxes, stride, height, width, pool_size, sampling_ratio):
+def crop_and_resize_boxes(boxes, stride, height, width, pool_size, sampling_ratio):
     """`crop_and_resize` boxes (normalised y1, x1, y2, x2 on the map padded by one pixel on each side) whose
     `pool_size * sampling_ratio` samples per side fall where RoIAlign's do (aligned=True convention).
 
@@ -96,7 +96,7 @@ def multilevel_roi_align(features, boxes, min_level, max_level, pool_size=7, sam
         level_features = tf.cast(features[f"P{level}"], tf.float32)
         position = tf.cast(tf.where(tf.equal(levels, level))[:, 0], tf.int32)
         shape = tf.shape(level_features)
-        sample_boxes = _sample_boxes(tf.gather(flat_boxes, position), 2.0 ** level, shape[1], shape[2], pool_size,
+        sample_boxes = crop_and_resize_boxes(tf.gather(flat_boxes, position), 2.0 ** level, shape[1], shape[2], pool_size,
                                      sampling_ratio)
         # One pixel of border replication: a sample between the edge pixel and the pixel beyond takes the edge
         # value, and crop_and_resize's extrapolation value 0 starts one pixel out.

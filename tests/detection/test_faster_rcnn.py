@@ -15,7 +15,7 @@ import tensorflow as tf  # noqa: E402
 
 from keras_fpn import FasterRCNN  # noqa: E402
 from keras_fpn.datasets import generate_shapes  # noqa: E402
-from keras_fpn.detection.faster_rcnn import decode_roi_detections  # noqa: E402
+from keras_fpn.detection.roi_heads import decode_roi_detections  # noqa: E402
 from keras_fpn.detection.proposals import generate_proposals  # noqa: E402
 from keras_fpn.detection.roi_align import multilevel_roi_align, roi_levels  # noqa: E402
 from keras_fpn.detection.sampling import sample_balanced  # noqa: E402

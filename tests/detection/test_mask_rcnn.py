@@ -17,7 +17,7 @@ from keras_fpn import MaskRCNN  # noqa: E402
 from keras_fpn.datasets import detection_pipeline, load_shapes, shapes_dataset  # noqa: E402
 from keras_fpn.datasets.shapes import generate_shapes  # noqa: E402
 from keras_fpn.detection import paste_masks  # noqa: E402
-from keras_fpn.detection.mask_rcnn import mask_targets  # noqa: E402
+from keras_fpn.detection.mask_head import mask_loss, mask_targets  # noqa: E402
 from tests.testing import tiny_convnet  # noqa: E402
 
 
@@ -105,7 +105,7 @@ def test_mask_targets_are_the_mask_cropped_to_the_roi():
 def test_mask_targets_in_keras_ops_equal_the_tensorflow_ones():
     # The JAX path (gathered samples, zero outside the image) against crop_and_resize, on random masks and RoIs
     # that reach outside the image, are smaller than a pixel, or have no area.
-    from keras_fpn.detection.mask_rcnn import _mask_targets_gather
+    from keras_fpn.detection.mask_head import _mask_targets_gather
 
     rng = np.random.default_rng(0)
     masks = (rng.uniform(size=(2, 3, 37, 45)) > 0.5).astype(np.uint8)
@@ -116,24 +116,21 @@ def test_mask_targets_in_keras_ops_equal_the_tensorflow_ones():
     np.testing.assert_array_equal(np.asarray(_mask_targets_gather(masks, rois, gt_index, 14)), expected)
 
 
-def test_mask_loss_on_known_logits(model):
-    """The mask loss is the mean per-pixel sigmoid cross-entropy of the ground-truth class's channel."""
-    images = np.zeros((1, 64, 64, 3), np.float32)
-    y = {"masks": np.zeros((1, 2, 64, 64), np.uint8)}
-    y["masks"][0, 0, 0:32, 0:32] = 1
+def test_mask_loss_on_known_logits():
+    """The mask loss is the mean per-pixel sigmoid cross-entropy of the ground-truth class's channel, over the
+    positive RoIs only."""
+    masks = np.zeros((1, 2, 64, 64), np.uint8)
+    masks[0, 0, 0:32, 0:32] = 1
     rois = np.array([[[0, 0, 32, 32], [0, 0, 64, 64]]], np.float32)
-    y_pred = model(images)
-
+    targets = mask_targets(masks, rois, np.array([[0, 0]]), 28)
     constant = 2.0
-    original = model._mask_logits
-    model._mask_logits = lambda features, boxes: tf.fill([1, 2, 28, 28, 3], constant)
-    try:
-        losses = model.extra_losses(y, y_pred, rois, np.array([[1, 3]]), np.array([[True, True]]),
-                                    np.array([[0, 0]]))
-    finally:
-        model._mask_logits = original
+    logits = tf.fill([1, 2, 28, 28, 3], constant)
     # One positive RoI (label 1; label 3 is background), all of whose 28 x 28 targets are 1: -log(sigmoid(2)).
-    np.testing.assert_allclose(float(losses["mask_loss"]), math.log1p(math.exp(-constant)), rtol=1e-5)
+    loss = mask_loss(logits, targets, np.array([[1, 3]]), np.array([[True, True]]))
+    np.testing.assert_allclose(float(loss), math.log1p(math.exp(-constant)), rtol=1e-5)
+    # The background RoI's target (a quarter of its mask is 1) would change the loss if it counted.
+    both = mask_loss(logits, targets, np.array([[1, 2]]), np.array([[True, True]]))
+    assert float(both) > float(loss) + 0.1
 
 
 # -- paste_masks --------------------------------------------------------------------------------------------------
