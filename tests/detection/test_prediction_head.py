@@ -23,8 +23,16 @@ def test_prior_bias_on_the_last_conv_only():
 
 
 def test_one_head_serves_every_level():
+    """Calls on maps of two sizes run on the same variables: setting the last conv's kernel to 0 and its bias to 1
+    makes both outputs 1 everywhere, and no call created variables of its own."""
     head = PredictionHead(4, filters=8, depth=2)
-    head(np.zeros((1, 8, 8, 8), "float32"))
-    count = len(head.weights)
-    head(np.zeros((1, 3, 5, 8), "float32"))
-    assert len(head.weights) == count
+    fine, coarse = (np.random.default_rng(0).normal(size=shape).astype("float32")
+                    for shape in ((1, 8, 8, 8), (1, 3, 5, 8)))
+    head(fine)
+    variables = [id(variable) for variable in head.weights]
+    last = head.output_conv
+    last.kernel.assign(np.zeros(last.kernel.shape, "float32"))
+    last.bias.assign(np.ones(last.bias.shape, "float32"))
+    for features in (fine, coarse):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(head(features)), 1.0)
+    assert [id(variable) for variable in head.weights] == variables

@@ -1,3 +1,4 @@
+import math
 import os
 import tempfile
 
@@ -110,14 +111,33 @@ def test_keras_round_trip_identical_predictions():
         np.testing.assert_array_equal(actual[key], expected[key])
 
 
-def test_odd_image_sizes():
+def _expected_centres(height, width, levels):
+    """Anchor centres of each level by an independent rule: a "same"-padded stride-2 conv maps n pixels to
+    ceil(n / 2), so level l's map is ceil(n / 2^l) cells, each anchor centred in its cell."""
+    centres = []
+    for level in levels:
+        stride = 2 ** level
+        rows, cols = math.ceil(height / stride), math.ceil(width / stride)
+        cy, cx = np.meshgrid((np.arange(rows) + 0.5) * stride, (np.arange(cols) + 0.5) * stride, indexing="ij")
+        centres.append(np.repeat(np.stack([cx.ravel(), cy.ravel()], axis=-1), 9, axis=0))
+    return np.concatenate(centres)
+
+
+@pytest.mark.parametrize("size", [(75, 101), (97, 64), (33, 131)])
+def test_odd_image_sizes_lay_anchors_on_the_maps_the_backbone_makes(size):
     model = tiny_retinanet()
-    for size in [(75, 101), (97, 64)]:
-        images = np.random.default_rng(0).uniform(0, 255, (1, *size, 3)).astype("float32")
-        outputs = model(images)
-        shapes_ = model.level_shapes(*size)
-        assert outputs["box"].shape[1] == 9 * sum(h * w for h, w in shapes_.values())
-        assert model.predict(images, verbose=0)["boxes"].shape == (1, 100, 4)
+    images = np.random.default_rng(0).uniform(0, 255, (1, *size, 3)).astype("float32")
+    expected = _expected_centres(*size, range(3, 6))
+    outputs = model(images)
+    assert outputs["box"].shape[1] == len(expected)
+    anchors, per_level = model.anchors_from(outputs)
+    anchors = keras.ops.convert_to_numpy(anchors)
+    np.testing.assert_allclose((anchors[:, :2] + anchors[:, 2:]) / 2, expected, atol=1e-4)
+    # The same anchors when the size is known only at run time (a traced function with unknown height/width).
+    traced = tf.function(lambda x: model.anchors_from(model(x))[0],
+                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    np.testing.assert_allclose(traced(images).numpy(), anchors, atol=1e-4)
+    assert model.predict(images, verbose=0)["boxes"].shape == (1, 100, 4)
 
 
 def test_mixed_precision_trains_without_nan():

@@ -1,0 +1,65 @@
+"""The RoI heads' parts: the box head and predictor through the shared layer harness, and the sampled training
+examples (labels, box targets) against hand-computed values."""
+
+import numpy as np
+
+from keras_fpn.detection.roi_heads import BoxHead, BoxPredictor, roi_loss, sample_rois
+from tests.detection.test_rpn import _deltas
+from tests.testing import run_layer_test
+
+WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
+
+def test_box_head_and_predictor_through_the_layer_harness():
+    run_layer_test(BoxHead, {"representation_size": 8}, np.zeros((3, 7, 7, 4), np.float32),
+                   expected_output_shape=(3, 8))
+    run_layer_test(BoxPredictor, {"num_classes": 5}, np.zeros((3, 8), np.float32),
+                   expected_output_shape=((3, 6), (3, 5, 4)))
+
+
+def test_sampled_rois_carry_their_matched_box_label_and_targets():
+    # Two boxes of different classes; proposals near the second box, near the first, and on the background.
+    boxes = np.array([[[10, 10, 50, 40], [60, 20, 100, 90], [0, 0, 0, 0]]], np.float32)
+    labels = np.array([[2, 0, -1]], np.int32)
+    proposals = np.array([[[62, 24, 104, 92],    # IoU 0.83 with box 1 (label 0)
+                           [12, 8, 48, 44],      # IoU 0.73 with box 0 (label 2)
+                           [150, 150, 190, 190], # nothing: background
+                           [0, 0, 0, 0]]], np.float32)
+    valid = np.array([[True, True, True, False]])
+    rois, roi_labels, targets, roi_valid, gt_index = (np.asarray(t) for t in sample_rois(
+        proposals, valid, boxes, labels, num_classes=3, batch_size_per_image=8, positive_fraction=1.0,
+        positive_iou=0.5, box_weights=WEIGHTS, seed=0))
+    expected = {  # roi -> (label, matched box)
+        (62, 24, 104, 92): (0, boxes[0, 1]), (12, 8, 48, 44): (2, boxes[0, 0]), (150, 150, 190, 190): (3, None),
+        (10, 10, 50, 40): (2, boxes[0, 0]), (60, 20, 100, 90): (0, boxes[0, 1]),  # the ground truth is added
+    }
+    assert int(roi_valid.sum()) == len(expected)
+    seen = set()
+    for roi, label, target, index in zip(rois[0][roi_valid[0]], roi_labels[0][roi_valid[0]],
+                                         targets[0][roi_valid[0]], gt_index[0][roi_valid[0]]):
+        key = tuple(int(v) for v in roi)
+        expected_label, box = expected[key]
+        seen.add(key)
+        assert label == expected_label, f"RoI {key}: label {label}, expected {expected_label}"
+        if box is None:
+            np.testing.assert_allclose(target, 0.0, atol=1e-6)
+        else:
+            np.testing.assert_allclose(target, _deltas(np.array(key, np.float32), box, WEIGHTS), atol=1e-4,
+                                       err_msg=f"RoI {key}")
+            np.testing.assert_array_equal(boxes[0, index], box)
+    assert seen == set(expected)
+    # Positives come first (the mask head reads the first rows).
+    first = roi_labels[0][roi_valid[0]]
+    assert list(first < 3) == sorted(first < 3, reverse=True)
+
+
+def test_roi_loss_by_hand():
+    logits = np.zeros((1, 2, 3), np.float32)  # uniform over 2 classes + background: CE log(3) each
+    deltas = np.zeros((1, 2, 2, 4), np.float32)
+    deltas[0, 0, 1] = [1.0, 0, 0, 0]  # the positive RoI's own class (1) is off by 1 in y
+    deltas[0, 0, 0] = [9.0, 9, 9, 9]  # another class's deltas must not count
+    targets = np.zeros((1, 2, 4), np.float32)
+    classification, box = roi_loss(logits, deltas, np.array([[1, 2]]), targets, np.array([[True, True]]),
+                                   smooth_l1_beta=1.0 / 9)
+    np.testing.assert_allclose(float(classification), np.log(3.0), rtol=1e-5)
+    np.testing.assert_allclose(float(box), (1.0 - 0.5 / 9) / 2, rtol=1e-5)
