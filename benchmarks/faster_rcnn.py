@@ -42,11 +42,11 @@ def main(argv=None):
     forward = tf.function(lambda x: model(x, training=False))
     y_pred = forward(images)
     anchors, per_level = model.anchors_from(y_pred)
-    proposals, _, _ = model._proposals(y_pred, anchors, per_level, height, width, training=False)
+    proposals, _, _ = model._propose(y_pred, anchors, per_level, height, width, training=False)
     levels = {key: value for key, value in y_pred.items() if key.startswith("P")}
     roi_align = tf.function(lambda maps, boxes: multilevel_roi_align(
         maps, boxes, model.roi_min_level, model.roi_max_level, model.pool_size, model.sampling_ratio))
-    box_head = tf.function(lambda maps, boxes: model.box_head(maps, boxes))
+    box_head = tf.function(lambda maps, boxes: model.roi_heads.box_outputs(maps, boxes))
 
     figures = {
         "forward": median_time(lambda: [value.numpy() for value in forward(images).values()], args.runs),

@@ -373,7 +373,9 @@ def task_decode(config, **_):
     from keras_fpn.detection.decoder import decode_detections
 
     model = ours(config)
-    anchors, per_level, height, width = model.anchors_for(images(config))
+    batch = images(config)
+    anchors, per_level = model.anchors_from(model(batch))
+    height, width = int(batch.shape[1]), int(batch.shape[2])
     count = int(anchors.shape[0])
     deltas = tf.random.normal((1, count, 4), stddev=0.1, seed=3)
     logits = tf.random.normal((1, count, config["classes"]), mean=1.0, seed=4)  # most scores above 0.05

@@ -119,3 +119,20 @@ def test_readme_bfloat16_example_runs(tmp_path, monkeypatch):
     exec(compile(example, "README.md", "exec"), namespace)
     assert namespace["detections"]["boxes"].shape == (2, 100, 4)
     assert (tmp_path / "runs/export_bf16/1/saved_model.pb").exists()
+
+
+def test_readme_heads_as_arguments_example_runs():
+    import keras
+    import pytest
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("proposals, RoIAlign and NMS use TensorFlow ops")
+    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "box_head=" in b)
+    namespace = {}
+    exec(compile(example, "README.md (heads as arguments)", "exec"), namespace)
+    model = namespace["model"]
+    assert model.roi_heads.box_head.representation_size == 256
+    # The head is part of the configuration: a model rebuilt from it has the same head.
+    rebuilt = type(model).from_config(model.get_config())
+    assert rebuilt.roi_heads.box_head.representation_size == 256
+    assert rebuilt.count_params() == model.count_params()
