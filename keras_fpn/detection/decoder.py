@@ -58,7 +58,7 @@ def decode_detections(
         # The k best (anchor, class) pairs lie among the k anchors with the best class: each of those pairs' anchors
         # has a best class at least as good as the k-th best pair, and at most k anchors do. So top-k runs over
         # `anchors` and then `k x classes` values instead of `anchors x classes` (4.6M on P3 of a 640x640 image with
-        # 80 classes; the whole decode went from 24 to 15 ms on a 2-core CPU, benchmarks/README.md). Sigmoid is
+        # 80 classes; the decode's time before and after: benchmarks/README.md). Sigmoid is
         # monotonic, so selecting on logits is selecting on scores, and only the k winners are squashed.
         anchor_k = min(k, size) if isinstance(size, int) else k
         _, best_anchors = ops.top_k(ops.max(level_logits, axis=-1), k=anchor_k)

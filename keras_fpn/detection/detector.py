@@ -366,9 +366,8 @@ class Detector(keras.Model):
 
         Every layer, the backbone's included, is rebuilt with the `dtype` policy and given this model's weights,
         cast once. Raw outputs stay float32 and decoding and NMS run in float32, so `predict`, `evaluate_coco`
-        and `export_saved_model` work on the copy unchanged (the SavedModel then stores `dtype` weights). Measured
-        on the project's 2-core AVX512-BF16 CPU: ResNet50-FPN at 640x640 1.7x faster than float32, the shapes
-        model's held-out AP within a few hundredths of a point (`benchmarks/README.md`).
+        and `export_saved_model` work on the copy unchanged (the SavedModel then stores `dtype` weights). Speed
+        and accuracy against float32: `benchmarks/README.md` ("bfloat16").
 
         Args:
             dtype: a float dtype policy name: `"bfloat16"` (default), `"float16"`, `"float32"`, or a mixed policy

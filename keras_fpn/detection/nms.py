@@ -73,8 +73,8 @@ def class_nms(boxes, scores, classes, max_detections=100, iou_threshold=0.5, sco
 def detection_nms(boxes, scores, classes=None, num_classes=None, max_detections=100, iou_threshold=0.5,
                   score_threshold=0.05):
     """Per-class NMS for detection decoding on any backend: TensorFlow's `combined_non_max_suppression` under the
-    TensorFlow backend (much faster there than `class_nms`: 0.6 vs 12.7 ms for 2 x 3,000 candidates on the project's
-    2-core CPU, `python benchmarks/nms_speed.py`), `class_nms` elsewhere; both give the same detections
+    TensorFlow backend (much faster there than `class_nms`: `python benchmarks/nms_speed.py`; the figures
+    are in README.md, "Backends"), `class_nms` elsewhere; both give the same detections
     (tests/ops/test_nms.py).
 
     Args:
