@@ -15,9 +15,15 @@ _EXPORTS = {
     "MaskRCNN": "keras_fpn.detection.mask_rcnn",
     "PredictionHead": "keras_fpn.detection.prediction_head",
     "RetinaNet": "keras_fpn.detection.retinanet",
+    "datasets": "keras_fpn.datasets",
+    "detection": "keras_fpn.detection",
+    "evaluation": "keras_fpn.evaluation",
     "export_saved_model": "keras_fpn.export.saved_model",
     "models": "keras_fpn.models",
+    "ops": "keras_fpn.ops",
     "training": "keras_fpn.training",
+    "utils": "keras_fpn.utils",
+    "visualization": "keras_fpn.visualization",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -69,13 +69,15 @@ def _demo(args):
     print(f"bfloat16 inference (RetinaNet.with_dtype) changes AP by {change:+.2f} points")
     print(f"training {timings['train_s']:.0f}s, total {time.perf_counter() - start:.0f}s; "
           f"model saved in {args.output_dir}/model.keras")
-    print(f"detections drawn in {args.output_dir}/detections.png")
+    print(f"detections drawn in {args.output_dir}/detections.png; a held-out image to try `keras-fpn predict` on: "
+          f"{args.output_dir}/example.png")
     print()
     import keras
 
     if keras.backend.backend() != "tensorflow":
         print(f"Not exported: a SavedModel is written under the TensorFlow backend. The saved model loads there: "
-              f"KERAS_BACKEND=tensorflow keras-fpn export {args.output_dir}")
+              f"KERAS_BACKEND=tensorflow keras-fpn export {args.output_dir} --export-dir "
+              f"{os.path.join(args.output_dir, 'export')}")
         return 0
     from keras_fpn.datasets.shapes import SHAPE_CLASSES, generate_shapes
     from keras_fpn.demo import export_and_serve
@@ -109,12 +111,17 @@ def _models(args):
     def number(value, spec):
         return "-" if value is None else format(value, spec)
 
-    print(f"{'model':<36}{'backbone':<18}{'levels':<8}{'input':<10}{'dataset':<16}{'params':>8}{'GFLOPs':>9}"
-          f"{'CPU ms':>9}{'AP':>7}")
-    for row in models.summary():
+    rows = models.summary()
+    # Each text column as wide as its longest entry, so no value runs into the next column.
+    width = {key: max(len(title), *(len(str(row[key])) for row in rows)) + 2
+             for key, title in (("name", "model"), ("backbone", "backbone"), ("dataset", "dataset"))}
+    print(f"{'model':<{width['name']}}{'backbone':<{width['backbone']}}{'levels':<8}{'input':<10}"
+          f"{'dataset':<{width['dataset']}}{'params':>8}{'GFLOPs':>9}{'CPU ms':>9}{'AP':>7}")
+    for row in rows:
         params = "-" if row["parameters"] is None else f"{row['parameters'] / 1e6:.1f}M"
-        print(f"{row['name']:<36}{row['backbone']:<18}{row['levels']:<8}{row['input']:<10}{row['dataset']:<16}"
-              f"{params:>8}{number(row['gflops'], '.1f'):>9}{number(row['cpu_latency_ms'], '.0f'):>9}"
+        print(f"{row['name']:<{width['name']}}{row['backbone']:<{width['backbone']}}{row['levels']:<8}"
+              f"{row['input']:<10}{row['dataset']:<{width['dataset']}}{params:>8}"
+              f"{number(row['gflops'], '.1f'):>9}{number(row['cpu_latency_ms'], '.0f'):>9}"
               f"{number(row['AP'], '.3f'):>7}")
     print("\n`keras-fpn models NAME` prints a record; `keras-fpn train --model NAME --dataset ...` trains it.")
     return 0
@@ -227,7 +234,8 @@ def _export(args):
     model, run = load_run(args.run_path)
     model = _with_dtype(model, args.dtype)
     image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
-    path = export_saved_model(model, args.export_dir, version=args.version, image_size=image_size)
+    path = export_saved_model(model, args.export_dir, version=args.version, image_size=image_size,
+                              new_version=args.new_version, class_names=run.get("class_names"))
     print(f"exported {args.run_path} for TF Serving to {path} (images resized to fit {image_size}); signatures "
           "serving_default (encoded image strings) and image_tensor (uint8)")
     if run.get("class_names"):
@@ -247,6 +255,8 @@ def _predict(args):
     image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
     class_names = run.get("class_names")
     results = detect_files(model, args.images, image_size)
+    if not results:
+        raise ValueError(f"None of {args.images} is an image TensorFlow can decode (JPEG, PNG, BMP, GIF).")
     report = []
     for result in results:
         keep = result["scores"] >= args.score_threshold
@@ -255,6 +265,9 @@ def _predict(args):
              "class": class_names[label] if class_names else str(int(label))}
             for box, score, label in zip(result["boxes"][keep], result["scores"][keep], result["labels"][keep])
         ]
+        if "masks" in result:  # each detection's mask in the image, as COCO RLE (pycocotools.mask.decode reads it)
+            for detection, rle in zip(detections, _mask_rles(result, keep)):
+                detection["mask_rle"] = rle
         report.append({"image": result["path"], "height": int(result["image"].shape[0]),
                        "width": int(result["image"].shape[1]), "detections": detections})
         print(f"{result['path']}: {len(detections)} detections"
@@ -262,10 +275,28 @@ def _predict(args):
     with open(args.json, "w") as file:
         json.dump(report, file, indent=2)
     save_detection_grid(args.output, [r["image"] for r in results],
-                        [(r["boxes"], r["scores"], r["labels"]) for r in results], class_names=class_names,
-                        score_threshold=args.score_threshold)
+                        [(r["boxes"], r["scores"], r["labels"], *([r["masks"]] if "masks" in r else []))
+                         for r in results], class_names=class_names, score_threshold=args.score_threshold)
     print(f"wrote {args.output} and {args.json}")
     return 0
+
+
+def _mask_rles(result, keep):
+    """COCO RLE (`{"size": [H, W], "counts": str}`) of each kept detection's mask pasted into its image."""
+    import numpy as np
+    from pycocotools import mask as mask_api
+
+    from keras_fpn.ops.masks import paste_masks
+
+    height, width = result["image"].shape[:2]
+    if not np.any(keep):
+        return []
+    pasted = np.asarray(paste_masks(result["masks"][keep], result["boxes"][keep], height, width))
+    rles = []
+    for mask in pasted:
+        rle = mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))
+        rles.append({"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")})
+    return rles
 
 
 def build_parser():
@@ -374,11 +405,16 @@ def build_parser():
     add_run(export)
     export.add_argument("--export-dir", required=True, help="base folder; the model goes to EXPORT_DIR/VERSION")
     export.add_argument("--version", type=int, help="default: the next free version number")
+    export.add_argument("--new-version", action="store_true",
+                        help="add a version beside the ones in EXPORT_DIR (only ever of the same model: class, "
+                             "number of classes and class names)")
     export.set_defaults(run=_export)
 
-    predict = commands.add_parser("predict", help="detect objects in image files: a PNG with boxes and a JSON")
+    predict = commands.add_parser("predict", help="detect objects in image files: a PNG with boxes (and masks) and "
+                                                   "a JSON")
     add_run(predict)
-    predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, GIF)")
+    predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, BMP, GIF) or folders of them; files "
+                                                   "that are not images are skipped with a warning")
     predict.add_argument("--output", default="detections.png", help="the picture (default: detections.png)")
     predict.add_argument("--json", default="detections.json", help="the detections (default: detections.json)")
     predict.add_argument("--score-threshold", type=float, default=0.3)
@@ -420,6 +456,15 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.run is _models:
         return _models(args)  # the zoo is JSON: no TensorFlow needed
+    if isinstance(getattr(args, "model", None), str):
+        # A misspelled zoo name is answered at once, not after TensorFlow's start-up.
+        from keras_fpn import models
+
+        try:
+            models.get(args.model)
+        except ValueError as error:
+            print(f"keras-fpn: error: {error}", file=sys.stderr)
+            return 2
     start_tensorflow(args.verbose)
     from keras_fpn.training.checkpoint import CheckpointError
     from keras_fpn.training.distribute import StrategyError

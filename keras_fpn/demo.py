@@ -32,7 +32,8 @@ def train_shapes_detector(steps=None, batch_size=None, train_images=2000, test_i
     `batch_size` override it. Returns `(model, metrics, timings)` where `metrics` holds pycocotools' numbers for
     the untrained model, the trained model, and the trained model run in bfloat16 (`RetinaNet.with_dtype`). With
     `output_dir`, the model is saved there (`model.keras` and `run.json`, which `keras-fpn evaluate / export /
-    predict` read) and 8 held-out images with ground truth and detections as `detections.png`.
+    predict` read), 8 held-out images with ground truth and detections as `detections.png`, and one held-out image
+    as `example.png` (an input to try `keras-fpn predict` on).
     """
     import keras
 
@@ -65,6 +66,10 @@ def train_shapes_detector(steps=None, batch_size=None, train_images=2000, test_i
             {key: value[:8] for key, value in targets.items()}, SHAPE_CLASSES,
             title="held-out shapes: ground truth (green, dashed), detections (red)",
         )
+        # One held-out image as a file, for `keras-fpn predict` to try (the README's command line does).
+        import tensorflow as tf
+
+        tf.io.write_file(os.path.join(output_dir, "example.png"), tf.io.encode_png(tf.cast(images[0], tf.uint8)))
     return model, {"untrained": untrained, "trained": trained, "bfloat16": in_bfloat16}, timings
 
 
@@ -81,7 +86,7 @@ def export_and_serve(model, export_dir, image, image_size=128):
 
     timings = {}
     start = time.perf_counter()
-    path = export_saved_model(model, export_dir, image_size=image_size)
+    path = export_saved_model(model, export_dir, image_size=image_size, new_version=True)
     timings["export_s"] = time.perf_counter() - start
     start = time.perf_counter()
     served = tf.saved_model.load(path).signatures["serving_default"]

@@ -1,29 +1,57 @@
 """Detection on image files: read, resize and pad as in training, detect, map boxes back to each image."""
 
+import os
+import sys
+
 import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def image_paths(paths):
+    """`paths` with each folder replaced by its image files (by extension, sorted; not recursive).
+
+    Raises:
+        FileNotFoundError: a path does not exist, or a folder holds no image file.
+    """
+    missing = [path for path in paths if not os.path.exists(path)]
+    if missing:
+        raise FileNotFoundError(f"Image files not found: {missing}.")
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            inside = sorted(os.path.join(path, name) for name in os.listdir(path)
+                            if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, name)))
+            if not inside:
+                raise FileNotFoundError(f"{path} is a folder without image files ({', '.join(IMAGE_EXTENSIONS)}).")
+            found.extend(inside)
+        else:
+            found.append(path)
+    return found
 
 
 def detect_files(model, paths, image_size, batch_size=8):
-    """Runs `model` on image files (JPEG, PNG, BMP, GIF; any size, grayscale and RGBA too).
+    """Runs `model` on image files (JPEG, PNG, BMP, GIF; any size, grayscale and RGBA too) and folders of them.
 
     Each image goes through the same `resize_and_pad` as the training pipeline (aspect ratio kept, padded to a
-    multiple of the coarsest stride), and the detections are mapped back to the file's own pixels.
+    multiple of the coarsest stride); boxes are clipped to the image's own content before NMS (boxes in the padding
+    are no detections) and mapped back to the file's own pixels. A file that is not an image is skipped with a
+    one-line warning on stderr.
 
     Args:
         model: a keras_fpn detector (`RetinaNet`, `FasterRCNN`, `MaskRCNN`).
-        paths: sequence of image file paths.
+        paths: sequence of image file paths or folders.
         image_size: `(height, width)` the model was trained at.
         batch_size: int.
 
     Returns:
-        A list, one dict per file: `{"path", "image" uint8 [H, W, 3], "boxes" float32 [D, 4] pixel xyxy,
-        "scores" [D], "labels" int32 [D]}`.
+        A list, one dict per image read: `{"path", "image" uint8 [H, W, 3], "boxes" float32 [D, 4] pixel xyxy,
+        "scores" [D], "labels" int32 [D]}`, plus `"masks"` `[D, S, S]` box-relative probabilities for a mask model
+        (`keras_fpn.ops.paste_masks` with `"boxes"` pastes them into the image).
 
     Raises:
-        FileNotFoundError: a path does not exist. ValueError: a file is not an image.
+        FileNotFoundError: a path does not exist.
     """
-    import os
-
     import tensorflow as tf
     from keras.utils import bounding_boxes
 
@@ -31,32 +59,37 @@ def detect_files(model, paths, image_size, batch_size=8):
     from keras_fpn.datasets.records import decode_image
     from keras_fpn.ops.boxes import to_original
 
-    missing = [path for path in paths if not os.path.isfile(path)]
-    if missing:
-        raise FileNotFoundError(f"Image files not found: {missing}.")
-    stride = model.input_multiple
+    readable = []
+    for path in image_paths(paths):
+        try:
+            readable.append((path, decode_image(tf.io.read_file(path))))
+        except tf.errors.InvalidArgumentError:
+            print(f"warning: skipped {path}: not an image TensorFlow can decode (JPEG, PNG, BMP, GIF)",
+                  file=sys.stderr)
     results = []
-    for start in range(0, len(paths), batch_size):
+    for start in range(0, len(readable), batch_size):
         images, inputs, scales = [], [], []
-        for path in paths[start:start + batch_size]:
-            try:
-                image = decode_image(tf.io.read_file(path))
-            except tf.errors.InvalidArgumentError as error:
-                raise ValueError(f"{path} is not an image TensorFlow can decode ({error.message}).") from None
-            resized, _, scale = resize_and_pad(image, tf.zeros((0, 4)), image_size, stride)
+        for _, image in readable[start:start + batch_size]:
+            resized, _, scale = resize_and_pad(image, tf.zeros((0, 4)), image_size, model.input_multiple)
             images.append(image.numpy())
             inputs.append(resized)
             scales.append(scale.numpy())
         batch = tf.stack(inputs)
-        predictions = model.predict_on_batch(batch)
+        # Each image's resized content (the rest is padding): boxes are clipped to it, and boxes in the padding
+        # never become detections.
+        content = np.round(np.array([image.shape[:2] for image in images], np.float32) * np.array(scales))
+        predictions = model.predict_on_batch({"images": batch.numpy(), "image_sizes": content})
         height, width = int(batch.shape[1]), int(batch.shape[2])
         boxes = np.asarray(bounding_boxes.convert_format(
             np.asarray(predictions["boxes"], np.float32), model.bounding_box_format, "xyxy", height=height,
             width=width))
         for i, (image, scale) in enumerate(zip(images, scales)):
             count = int(predictions["num_detections"][i])
-            original = to_original(boxes[i, :count], scale, image.shape[:2]).astype(np.float32)
-            results.append({"path": paths[start + i], "image": image, "boxes": original,
-                            "scores": np.asarray(predictions["scores"][i, :count], np.float32),
-                            "labels": np.asarray(predictions["labels"][i, :count], np.int32)})
+            result = {"path": readable[start + i][0], "image": image,
+                      "boxes": to_original(boxes[i, :count], scale, image.shape[:2]).astype(np.float32),
+                      "scores": np.asarray(predictions["scores"][i, :count], np.float32),
+                      "labels": np.asarray(predictions["labels"][i, :count], np.int32)}
+            if "masks" in predictions:  # box-relative: the same in the original image
+                result["masks"] = np.asarray(predictions["masks"][i, :count], np.float32)
+            results.append(result)
     return results

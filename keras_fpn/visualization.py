@@ -6,6 +6,7 @@ import numpy as np
 
 GROUND_TRUTH_COLOR = "#00c853"
 DETECTION_COLOR = "#ff1744"
+DPI = 100
 
 
 def _name(label, class_names):
@@ -88,7 +89,8 @@ def save_detection_grid(path, images, detections=None, ground_truth=None, class_
         title: str or None.
 
     Returns:
-        `path`.
+        `path`. One image without a title is drawn at its own size (a 640x480 image gives a 640x480 PNG); a grid
+        has 3-inch cells (300 pixels wide) with the images' aspect.
     """
     # A bare Figure, not pyplot: no GUI backend is touched, so this works headless and leaves notebooks alone.
     from matplotlib.figure import Figure
@@ -101,8 +103,17 @@ def save_detection_grid(path, images, detections=None, ground_truth=None, class_
         ground_truth = list(zip(ground_truth["boxes"], ground_truth["labels"]))
     columns = max(1, min(columns, len(images)))
     rows = math.ceil(len(images) / columns)
-    figure = Figure(figsize=(3 * columns, 3 * rows))
-    axes = figure.subplots(rows, columns, squeeze=False)
+    if len(images) == 1 and not title:
+        # One image: the picture has its size, pixel for pixel.
+        height, width = np.shape(images[0])[:2]
+        figure = Figure(figsize=(width / DPI, height / DPI))
+        axes = figure.subplots(1, 1, squeeze=False)
+        figure.subplots_adjust(left=0, right=1, bottom=0, top=1)
+    else:
+        # A grid: 3-inch cells with the images' aspect (the tallest one's).
+        aspect = max(np.shape(image)[0] / max(np.shape(image)[1], 1) for image in images)
+        figure = Figure(figsize=(3 * columns, 3 * aspect * rows))
+        axes = figure.subplots(rows, columns, squeeze=False)
     for index, ax in enumerate(axes.flat):
         if index >= len(images):
             ax.set_axis_off()
@@ -114,6 +125,7 @@ def save_detection_grid(path, images, detections=None, ground_truth=None, class_
                    score_threshold=score_threshold, masks=found[3] if len(found) > 3 else None)
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    if len(images) > 1 or title:
+        figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
     return path

@@ -59,6 +59,11 @@ def test_models_command_lists_the_zoo(capsys):
     for name in models.list():
         assert name in out
     assert re.search(r"retinanet_resnet50_fpn\s+ResNet50\s+P3-P7\s+640x640\s+tfds:coco/2017\s+38\.0M", out), out
+    # Every row's columns line up under the header, the longest dataset string (a COCO JSON path) included.
+    header, *rows = [line for line in out.splitlines() if line.strip()][:len(models.list()) + 1]
+    start = header.index("params") - 2
+    for row in rows:
+        assert row[start - 2:start].strip() == "" and re.match(r"\s*\d+\.\dM", row[start:]), row
 
 
 def test_models_command_prints_a_record(capsys):
@@ -145,8 +150,27 @@ def test_predict_draws_and_writes_json(trained_run, tmp_path, raccoon, capsys):
         for detection in entry["detections"]:
             x1, y1, x2, y2 = detection["box_xyxy"]
             assert 0 <= x1 <= x2 <= entry["width"] and 0 <= y1 <= y2 <= entry["height"]
+            assert x2 - x1 >= 1e-2 and y2 - y1 >= 1e-2  # no box clipped to nothing (it lay in the padding)
             assert detection["class"] in ("rectangle", "ellipse", "triangle")
     assert out_png.stat().st_size > 5_000
+
+
+def test_predict_takes_folders_skips_non_images_and_keeps_the_image_size(trained_run, tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(folder / "a.png")
+    (folder / "notes.txt").write_text("not an image")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    out_png, out_json = tmp_path / "out.png", tmp_path / "out.json"
+    assert cli.main(["predict", trained_run, str(folder), str(broken), "--output", str(out_png), "--json",
+                     str(out_json)]) == 0
+    captured = capsys.readouterr()
+    assert [entry["image"] for entry in json.loads(out_json.read_text())] == [str(folder / "a.png")]
+    assert f"warning: skipped {broken}: not an image" in captured.err
+    assert Image.open(out_png).size == (64, 48)  # one image: drawn at its own size
 
 
 def test_train_on_a_voc_folder_with_csv_validation(raccoon, tmp_path, capsys):
@@ -233,6 +257,16 @@ def test_help_and_models_answer_without_tensorflow():
     assert "retinanet_resnet50_fpn" in done.stdout or "--model" in done.stdout
 
 
+def test_a_misspelled_zoo_name_is_answered_before_tensorflow_starts():
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "keras_fpn.cli", "train", "--model",
+                           "retinanet_resnet50_fpnn", "--dataset", "shapes"], capture_output=True, text=True,
+                          timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 2
+    assert "Did you mean 'retinanet_resnet50_fpn'?" in done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert not {"tensorflow", "keras", "jax"} & imported
+
+
 def test_commands_hide_tensorflow_start_up_lines(tmp_path):
     bad = tmp_path / "labels.csv"
     bad.write_text("filename,width,height,class,xmin,ymin,xmax,ymax\nimg2.jpg,128,128\n")
@@ -275,4 +309,12 @@ def test_a_two_stage_record_goes_through_train_evaluate_export_and_predict(name,
     jpeg = os.path.join(raccoon, "images", "raccoon-1.jpg")
     assert cli.main(["predict", output, jpeg, "--output", str(tmp_path / "out.png"), "--json",
                      str(tmp_path / "out.json"), "--score-threshold", "0.0"]) == 0
-    assert json.loads((tmp_path / "out.json").read_text())[0]["image"] == jpeg
+    report = json.loads((tmp_path / "out.json").read_text())[0]
+    assert report["image"] == jpeg
+    if masks:  # each detection's mask as COCO RLE of the image's size
+        from pycocotools import mask as mask_api
+
+        assert report["detections"] and all("mask_rle" in d for d in report["detections"])
+        rle = report["detections"][0]["mask_rle"]
+        decoded = mask_api.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
+        assert decoded.shape == (report["height"], report["width"])

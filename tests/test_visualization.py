@@ -16,7 +16,8 @@ def test_grid_png_shows_ground_truth_and_detections(tmp_path):
                     "labels": np.array([[1, -1]] * 3)}
     path = save_detection_grid(str(tmp_path / "grid.png"), images, detections, ground_truth, ["a", "b"], columns=2)
     picture = imread(path)
-    assert picture.shape[:2] == (600, 600)  # 2 columns x 2 rows of 3-inch panels at 100 dpi
+    # 2 columns x 2 rows of 3-inch panels at 100 dpi, as high as the 64x96 images are: 600 x 2 * 200 pixels.
+    assert picture.shape[:2] == (400, 600)
     assert colour_fraction(picture, (0xFF, 0x17, 0x44)) > 0.001  # detection red
     assert colour_fraction(picture, (0x00, 0xC8, 0x53)) > 0.001  # ground-truth green
 

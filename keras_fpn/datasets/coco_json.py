@@ -86,6 +86,12 @@ def load_coco_json(annotation_file, image_dir, skip_crowd=True, with_masks=False
         if with_masks and not annotation.get("segmentation"):
             problems.add(where, "no 'segmentation'", "polygons or RLE, since masks were asked for")
             continue
+        if with_masks:
+            problem = _segmentation_problem(annotation["segmentation"])
+            if problem:
+                problems.add(where, problem, "polygons [[x1, y1, x2, y2, x3, y3, ...], ...] of at least 3 points, "
+                                             "or RLE {'size': [height, width], 'counts': ...}")
+                continue
         x, y, width, height = bbox
         boxes, labels, segmentations = by_image[annotation["image_id"]]
         boxes.append([x, y, x + width, y + height])
@@ -101,6 +107,26 @@ def load_coco_json(annotation_file, image_dir, skip_crowd=True, with_masks=False
         masks = [segmentation for segmentation, kept in zip(segmentations, keep) if kept] if with_masks else None
         records.append(Record(os.path.join(image_dir, image["file_name"]), boxes, labels, masks))
     return from_records(records, [category["name"] for category in categories])
+
+
+def _segmentation_problem(segmentation):
+    """What is wrong with a COCO `segmentation`, as text, or None: pycocotools fails on these deep inside its C
+    code (a 2-point polygon is read as a box: "Argument 'bb' has incorrect type")."""
+    if isinstance(segmentation, dict):
+        size = segmentation.get("size")
+        if "counts" not in segmentation or not (isinstance(size, (list, tuple)) and len(size) == 2):
+            return f"segmentation is an RLE without 'counts' and a [height, width] 'size' ({segmentation!r:.60})"
+        return None
+    if not isinstance(segmentation, (list, tuple)):
+        return f"segmentation is {type(segmentation).__name__} {segmentation!r:.40}"
+    for number, polygon in enumerate(segmentation):
+        if not isinstance(polygon, (list, tuple)) or not all(
+                isinstance(value, (int, float)) and not isinstance(value, bool) for value in polygon):
+            return f"segmentation[{number}] is {polygon!r:.40}, not a list of numbers"
+        if len(polygon) % 2 or len(polygon) < 6:
+            return (f"segmentation[{number}] has {len(polygon)} numbers ({len(polygon) / 2:g} points): "
+                    f"{polygon!r:.60}")
+    return None
 
 
 def _missing(item, keys):

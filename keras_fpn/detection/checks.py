@@ -26,6 +26,9 @@ RELATIVE_BOXES = ("every box lies within [0, 1.5] on images of at least 32 pixel
                   "bounding_box_format={format!r} is in pixels: are these relative coordinates? Build the model with "
                   "bounding_box_format='rel_{format}' (relative formats: rel_xyxy, rel_yxyx, rel_xywh, "
                   "rel_center_xywh, rel_center_yxhw), or multiply the boxes by the image size")
+MASK_COUNT = "masks must be one per box"
+MASK_SIZE = "masks must have the images' height and width"
+MASK_VALUES = "masks must hold 0 and 1 when they are floats (uint8, integer and bool masks: nonzero marks the object)"
 # Relative boxes are recognised on images at least this large, where no real object is 1.5 pixels wide.
 RELATIVE_MIN_IMAGE_SIZE = 32
 RELATIVE_LIMIT = 1.5
@@ -263,6 +266,47 @@ def check_in_memory_batch(images, boxes, labels, num_classes, bounding_box_forma
             and np.any(valid) and np.all(small[valid])):
         raise ValueError(f"{RELATIVE_BOXES.format(format=bounding_box_format)}. Received {_values(boxes[valid])} "
                          f"(the first boxes) on {height}x{width} images.")
+
+
+def check_in_memory_masks(masks, images, boxes):
+    """Mask R-CNN's `y["masks"]` against its images and boxes, in NumPy before `fit` starts: `[N, M, H, W]`, one
+    mask per box (M as in `boxes [N, M, 4]`), the images' `H x W`, float masks 0 and 1 only. Raises `ValueError` whose first
+    line names the problem."""
+    masks, images, boxes = np.asarray(masks), np.asarray(images), np.asarray(boxes)
+    if masks.ndim != 4 or masks.shape[:2] != boxes.shape[:2]:
+        raise ValueError(f"{MASK_COUNT}: received masks of shape {masks.shape} for boxes of shape {boxes.shape}; "
+                         f"expected [{boxes.shape[0]}, {boxes.shape[1]}, height, width], the i-th mask of an image "
+                         "for its i-th box (padding boxes get all-zero masks).")
+    if masks.shape[2:] != images.shape[1:3]:
+        raise ValueError(f"{MASK_SIZE}: received masks of {masks.shape[2]}x{masks.shape[3]} for images of "
+                         f"{images.shape[1]}x{images.shape[2]}; resize them with their images "
+                         "(keras_fpn.datasets.detection_pipeline does).")
+    if masks.dtype.kind == "f" and masks.size and not np.all((masks == 0) | (masks == 1)):
+        values = np.unique(masks[(masks != 0) & (masks != 1)])[:SHOWN].tolist()
+        raise ValueError(f"{MASK_VALUES}; received {masks.dtype} masks with values such as {values} (in 0..255? "
+                         "divide by 255, or threshold them: masks >= 128).")
+
+
+def check_masks(masks, boxes, images):
+    """The checks of `check_in_memory_masks` in the graph (TensorFlow) for `tf.data` batches; masks returned once
+    they ran. Ragged boxes are padded later, so only the image size and the values are checked against them."""
+    tf = _tensorflow()
+    if tf is None:
+        return masks
+    masks = tf.convert_to_tensor(masks)
+    if masks.shape.rank is not None and masks.shape.rank != 4:
+        raise ValueError(f"{MASK_COUNT}: received masks of shape {tuple(masks.shape)}; expected [batch, num_boxes, "
+                         "height, width].")
+    checks = [tf.debugging.assert_equal(tf.shape(masks)[2:4], tf.shape(images)[1:3],
+                                        message=f"{MASK_SIZE}; resize them with their images")]
+    if not isinstance(boxes, tf.RaggedTensor):
+        checks.append(tf.debugging.assert_equal(tf.shape(masks)[1], tf.shape(boxes)[1],
+                                                message=f"{MASK_COUNT} (masks [batch, num_boxes, H, W])"))
+    if masks.dtype.is_floating:
+        values = tf.cast(masks, tf.float32)
+        checks.append(tf.debugging.Assert(tf.reduce_all((values == 0.0) | (values == 1.0)),
+                                          [f"{MASK_VALUES}; in 0..255? divide by 255, or threshold them"]))
+    return _after(checks, masks)
 
 
 def clip_and_drop(boxes, labels, height, width):

@@ -7,7 +7,7 @@ from keras import ops
 
 from keras_fpn.detection.box_coding import decode_deltas
 from keras_fpn.detection.nms import detection_nms
-from keras_fpn.ops.boxes import clip_boxes
+from keras_fpn.ops.boxes import clip_boxes, has_area
 
 
 def decode_detections(
@@ -36,7 +36,8 @@ def decode_detections(
         class_logits: `[batch, N, K]` classification logits.
         anchors: `[N, 4]` pixel `xyxy` anchors.
         level_sizes: list of ints, anchors per level, in order (they add up to N).
-        image_height, image_width: ints or scalar tensors, the size boxes are clipped to.
+        image_height, image_width: ints or scalar tensors, the size boxes are clipped to, or `[batch, 1]` tensors
+            (each image's content size); boxes left under `MIN_BOX_SIZE` wide or high are dropped.
 
     Returns:
         dict with `boxes [batch, max_detections, 4]` (pixel `xyxy`), `scores [batch, max_detections]`,
@@ -73,6 +74,9 @@ def decode_detections(
         candidate_classes.append(top_index % num_classes)
         start += size
     boxes = clip_boxes(ops.concatenate(candidate_boxes, axis=1), image_height, image_width)
-    return detection_nms(boxes, ops.concatenate(candidate_scores, axis=1),
+    # A box left without area by the clipping (it lay in the padding) is no detection: score 0 is below any
+    # threshold, so it never takes a slot.
+    scores = ops.where(has_area(boxes), ops.concatenate(candidate_scores, axis=1), 0.0)
+    return detection_nms(boxes, scores,
                          ops.concatenate(candidate_classes, axis=1), num_classes, max_detections, nms_iou_threshold,
                          score_threshold)

@@ -26,7 +26,7 @@ from keras_fpn.utils.distribute import build_optimizer_before_tracing, num_repli
 _SHUFFLE_POSITION = 6
 # The first words of the graph asserts whose errors `fit` shortens to the assert's own message.
 _CHECK_MESSAGES = ("images contain", "images are smaller", "labels must", "boxes contain", "boxes have",
-                   "every box lies", "the numbers of boxes and labels")
+                   "every box lies", "the numbers of boxes and labels", "masks must")
 
 
 def dense_targets(y):
@@ -110,6 +110,34 @@ def map_sizes(features):
     return tuple(dynamic[i] if features.shape[i] is None else features.shape[i] for i in (1, 2))
 
 
+def pad_to_at_least(images, size):
+    """`(images padded with zeros at the bottom and right to at least size x size, [batch, 2] content sizes)`;
+    the sizes are None when nothing needed padding. Boxes of the content are the same in the padded images."""
+    if len(images.shape) != 4:
+        return images, None  # named by check_images
+    height, width = images.shape[1], images.shape[2]
+    if height is not None and width is not None:
+        if height >= size and width >= size:
+            return images, None
+        pad_height, pad_width = max(size - height, 0), max(size - width, 0)
+    else:
+        height, width = image_size(images)
+        pad_height, pad_width = ops.maximum(size - height, 0), ops.maximum(size - width, 0)
+    batch = ops.shape(images)[0]
+    sizes = ops.tile(ops.cast(ops.stack([height, width])[None], "float32"), (batch, 1))
+    return ops.pad(images, [[0, 0], [0, pad_height], [0, pad_width], [0, 0]]), sizes
+
+
+def content_limits(image_sizes, height, width, rank):
+    """`(height, width)` to clip boxes `[batch, ..., 4]` of rank `rank` to: the input's own size, or each image's
+    content size `[batch, 2]` shaped to broadcast against `boxes[..., 0]`."""
+    if image_sizes is None:
+        return height, width
+    image_sizes = ops.cast(image_sizes, "float32")
+    shape = (-1,) + (1,) * (rank - 2)
+    return ops.reshape(image_sizes[:, 0], shape), ops.reshape(image_sizes[:, 1], shape)
+
+
 def check_box_format(bounding_box_format):
     try:
         bounding_boxes.convert_format(ops.zeros((1, 4)), bounding_box_format, "xyxy", height=1, width=1)
@@ -162,7 +190,9 @@ def _readable(error):
 
 def backend_input(x):
     """`x` as the backend's `predict_on_batch` takes it: a TensorFlow tensor (from `tf.data`) becomes a NumPy array
-    under the other backends."""
+    under the other backends (in a dict `{"images", "image_sizes"}` too)."""
+    if isinstance(x, dict):
+        return {key: backend_input(value) for key, value in x.items()}
     if keras.backend.backend() != "tensorflow" and type(x).__module__.startswith("tensorflow"):
         return np.asarray(x)
     return x
@@ -285,15 +315,18 @@ class Detector(keras.Model):
 
     def _check_image_shape(self, x):
         """The static image checks in Python for in-memory input: Keras retraces `predict` with relaxed shapes
-        after calls of different ranks, and the traced check can then no longer name a wrong rank."""
+        after calls of different ranks, and the traced check can then no longer name a wrong rank. Images smaller
+        than the coarsest stride are fine here: `predict` pads them."""
         if _is_tf_dataset(x) or not hasattr(x, "shape") or getattr(x.shape, "rank", 0) is None:
             return
-        checks.check_image_shape(tuple(x.shape), self.input_multiple)
+        checks.check_image_shape(tuple(x.shape), 1)
 
     def _check_in_memory(self, x, y):
         batch = _in_memory_batch(x, y)
         if batch is not None:
             checks.check_in_memory_batch(*batch, self.num_classes, self.bounding_box_format)
+            if self.uses_masks and "masks" in y:
+                checks.check_in_memory_masks(y["masks"], batch[0], batch[1])
 
     @staticmethod
     def _with_readable_errors(function, *args, **kwargs):
@@ -333,10 +366,15 @@ class Detector(keras.Model):
 
     # -- inference ----------------------------------------------------------------------------------------------
 
-    def detect(self, images):
+    def detect(self, images, image_sizes=None):
         """Detections `{"boxes" [batch, max_detections, 4] in bounding_box_format, "scores", "labels" (-1 past
         num_detections), "num_detections" [batch]}` of checked images, in the graph: what `predict` returns and
-        what the exported SavedModel serves."""
+        what the exported SavedModel serves.
+
+        `image_sizes`: None (the whole input is image) or `[batch, 2]` `(height, width)` of each image's content,
+        which lies at the top left of a zero-padded input (as `resize_and_pad` lays it). Boxes are clipped to it,
+        and boxes left narrower or lower than `keras_fpn.ops.boxes.MIN_BOX_SIZE` dropped before NMS (torchvision's
+        `remove_small_boxes`), so a box in the padding never takes a detection slot."""
         raise NotImplementedError
 
     def predict_step(self, *args):
@@ -345,8 +383,17 @@ class Detector(keras.Model):
         return self._detect_batch(args[0])
 
     def _detect_batch(self, data):
+        """`detect` on what `predict` is given: images, `(images, ...)`, or `{"images", "image_sizes"}`. Images
+        smaller than the coarsest stride are padded at the bottom and right, their own size kept as the content
+        size (boxes are unaffected)."""
         images = data[0] if isinstance(data, (tuple, list)) else data
-        return self.detect(checks.check_images(images, self.input_multiple))
+        image_sizes = None
+        if isinstance(images, dict):
+            images, image_sizes = images["images"], images.get("image_sizes")
+        images, padded_sizes = pad_to_at_least(images, self.input_multiple)
+        if image_sizes is None:
+            image_sizes = padded_sizes
+        return self.detect(checks.check_images(images, self.input_multiple), image_sizes)
 
     def _stateless_predict_step(self, state, data):
         """`detect` as a pure function of the model state, as JAX's `predict` runs it (jit-compiled)."""

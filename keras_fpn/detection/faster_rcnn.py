@@ -33,7 +33,8 @@ from keras import ops
 from keras.utils import bounding_boxes
 
 from keras_fpn.detection.anchors import DEFAULT_ASPECT_RATIOS, AnchorGenerator
-from keras_fpn.detection.detector import Detector, check_arguments, image_size, resolve_backbone
+from keras_fpn.detection.detector import (Detector, check_arguments, content_limits, image_size,
+                                          resolve_backbone)
 from keras_fpn.detection.roi_heads import (BoxHead, BoxPredictor, RoIHeads, decode_roi_detections, roi_loss,
                                            sample_rois)
 from keras_fpn.detection.rpn import RPN_BOX_WEIGHTS, RPNHead, propose, rpn_loss, rpn_targets  # noqa: F401
@@ -293,8 +294,8 @@ class FasterRCNN(Detector):
 
     # -- inference ----------------------------------------------------------------------------------------------
 
-    def detect(self, images):
-        detections, _ = self.detect_with_features(images)
+    def detect(self, images, image_sizes=None):
+        detections, _ = self.detect_with_features(images, image_sizes)
         return detections
 
     def propose(self, images, post_nms_topk=None):
@@ -309,7 +310,7 @@ class FasterRCNN(Detector):
         anchors, per_level = self.anchors_from(y_pred)
         return self._propose(y_pred, anchors, per_level, height, width, training=False, post_nms_topk=post_nms_topk)
 
-    def detect_with_features(self, images):
+    def detect_with_features(self, images, image_sizes=None):
         """`detect`'s detections (boxes in `bounding_box_format`) and the pyramid they came from, with the
         detections' pixel xyxy boxes as `"pixel_boxes"` in the second result (for heads run on detections)."""
         y_pred = self(images, training=False)
@@ -317,8 +318,9 @@ class FasterRCNN(Detector):
         anchors, per_level = self.anchors_from(y_pred)
         proposals, _, valid = self._propose(y_pred, anchors, per_level, height, width, training=False)
         logits, deltas = self.roi_heads.box_outputs(y_pred, proposals)
+        clip_height, clip_width = content_limits(image_sizes, height, width, rank=4)
         detections = decode_roi_detections(
-            proposals, valid, logits, deltas, height, width, self.box_weights, self.score_threshold,
+            proposals, valid, logits, deltas, clip_height, clip_width, self.box_weights, self.score_threshold,
             self.nms_iou_threshold, self.max_detections)
         pixel_boxes = detections["boxes"]
         detections["boxes"] = bounding_boxes.convert_format(pixel_boxes, "xyxy", self.bounding_box_format,

@@ -74,7 +74,7 @@ def mask_targets(masks, rois, gt_index, resolution):
         return _mask_targets_gather(masks, rois, gt_index, resolution)
     import tensorflow as tf
 
-    masks = tf.cast(masks, tf.float32)
+    masks = tf.cast(tf.convert_to_tensor(masks) > 0, tf.float32)  # nonzero marks the object (0/1 or 0/255)
     batch, count = tf.shape(masks)[0], tf.shape(masks)[1]
     height, width = tf.shape(masks)[2], tf.shape(masks)[3]
     flat = tf.reshape(masks, [-1, height, width, 1])
@@ -89,7 +89,7 @@ def mask_targets(masks, rois, gt_index, resolution):
 
 def _mask_targets_gather(masks, rois, gt_index, resolution):
     """`mask_targets` in `keras.ops` (JAX): the same samples (one per output pixel, zero outside the image)."""
-    masks = ops.cast(masks, "float32")
+    masks = ops.cast(ops.convert_to_tensor(masks) > 0, "float32")  # nonzero marks the object
     batch, count, height, width = (ops.shape(masks)[i] for i in range(4))
     flat = ops.reshape(masks, (batch, -1, 1))
     gt_index = ops.cast(gt_index, "int32")

@@ -4,6 +4,7 @@
 import keras
 from keras import ops
 
+from keras_fpn.detection.checks import check_masks
 from keras_fpn.detection.faster_rcnn import FasterRCNN, _built, _layer
 from keras_fpn.detection.mask_head import MaskHead, mask_loss, mask_targets
 
@@ -21,8 +22,9 @@ class MaskRCNN(FasterRCNN):
             mask_head_filters, mask_head_depth)`.
         **kwargs: `FasterRCNN` arguments (`rpn_head`, `box_head`, `box_predictor` among them).
 
-    `fit(images, y)` with `y = {"boxes", "labels", "masks"}`, `masks` `[batch, num_boxes, H, W]` (uint8 or bool)
-    aligned with `boxes` (`keras_fpn.datasets` readers and `detection_pipeline` carry them). `predict` adds
+    `fit(images, y)` with `y = {"boxes", "labels", "masks"}`, `masks` `[batch, num_boxes, H, W]` aligned with
+    `boxes` (the images' `H x W`; uint8, integer or bool with nonzero marking the object, or float 0/1; anything else
+    is a named error) (`keras_fpn.datasets` readers and `detection_pipeline` carry them). `predict` adds
     `"masks"`: `[batch, max_detections, 2 * mask_pool_size, 2 * mask_pool_size]` probabilities relative to each
     detection's box; `keras_fpn.ops.paste_masks(masks, boxes, height, width)` gives full-image masks.
     """
@@ -48,6 +50,11 @@ class MaskRCNN(FasterRCNN):
         """The mask head layer (`roi_heads.mask_head`; this name is also where 0.1.0 files keep its weights)."""
         return self.roi_heads.mask_head
 
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if isinstance(y, dict) and "masks" in y:  # one per box, the images' size, 0/1: named errors otherwise
+            y = {**y, "masks": check_masks(y["masks"], y["boxes"], x)}
+        return super().compute_loss(x, y, y_pred, sample_weight, training)
+
     def extra_losses(self, y, y_pred, rois, roi_labels, roi_valid, roi_gt_index):
         if not isinstance(y, dict) or "masks" not in y:
             raise ValueError(f"Received y with keys {sorted(y) if isinstance(y, dict) else type(y).__name__}; "
@@ -60,8 +67,8 @@ class MaskRCNN(FasterRCNN):
         targets = mask_targets(y["masks"], rois, gt_index, self.mask_resolution)
         return {"mask_loss": mask_loss(self.roi_heads.mask_logits(y_pred, rois), targets, labels, valid)}
 
-    def detect(self, images):
-        detections, features = self.detect_with_features(images)
+    def detect(self, images, image_sizes=None):
+        detections, features = self.detect_with_features(images, image_sizes)
         logits = self.roi_heads.mask_logits(features, features["pixel_boxes"])
         labels = detections["labels"]
         class_index = ops.maximum(labels, 0)[:, :, None, None, None]

@@ -9,7 +9,8 @@ from keras.utils import bounding_boxes
 from keras_fpn.detection.anchors import DEFAULT_ASPECT_RATIOS, DEFAULT_SCALES, AnchorGenerator
 from keras_fpn.detection.box_coding import decode_deltas, encode_deltas, match_anchors
 from keras_fpn.detection.decoder import decode_detections
-from keras_fpn.detection.detector import Detector, check_arguments, image_size, resolve_backbone
+from keras_fpn.detection.detector import (Detector, check_arguments, content_limits, image_size,
+                                          resolve_backbone)
 from keras_fpn.detection.losses import BOX_LOSSES, focal_loss, giou_loss, smooth_l1_loss
 from keras_fpn.detection.prediction_head import PredictionHead
 from keras_fpn.layers.levels import level_key
@@ -212,16 +213,18 @@ class RetinaNet(Detector):
 
     # -- inference ----------------------------------------------------------------------------------------------
 
-    def detect(self, images):
-        return self.decode_predictions(self(images, training=False), images)
+    def detect(self, images, image_sizes=None):
+        return self.decode_predictions(self(images, training=False), images, image_sizes)
 
-    def decode_predictions(self, y_pred, images):
+    def decode_predictions(self, y_pred, images, image_sizes=None):
         """Detections (see `predict`) from the raw outputs `y_pred` of `images`: top-k per level, box decoding,
-        per-class NMS (`keras_fpn.detection.decoder`)."""
+        clipping to each image's content (`image_sizes`, see `Detector.detect`), per-class NMS
+        (`keras_fpn.detection.decoder`)."""
         anchors, per_level = self.anchors_from(y_pred)
         height, width = image_size(images)
+        clip_height, clip_width = content_limits(image_sizes, height, width, rank=3)
         detections = decode_detections(
-            y_pred["box"], y_pred["classification"], anchors, per_level, height, width,
+            y_pred["box"], y_pred["classification"], anchors, per_level, clip_height, clip_width,
             box_weights=self.box_weights, score_threshold=self.score_threshold, pre_nms_topk=self.pre_nms_topk,
             nms_iou_threshold=self.nms_iou_threshold, max_detections=self.max_detections,
         )

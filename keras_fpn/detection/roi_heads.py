@@ -26,7 +26,7 @@ from keras_fpn.detection.losses import smooth_l1_loss
 from keras_fpn.detection.nms import detection_nms
 from keras_fpn.detection.roi_align import multilevel_roi_align
 from keras_fpn.detection.sampling import sample_balanced
-from keras_fpn.ops.boxes import clip_boxes
+from keras_fpn.ops.boxes import clip_boxes, has_area
 from keras_fpn.utils.distribute import sum_over_replicas
 
 
@@ -179,6 +179,8 @@ def decode_roi_detections(proposals, valid, logits, deltas, image_height, image_
     Args:
         proposals: `[batch, R, 4]` pixel xyxy. valid: `[batch, R]` bool (padding proposals score 0).
         logits: `[batch, R, num_classes + 1]`, background last. deltas: `[batch, R, num_classes, 4]`.
+        image_height, image_width: the size boxes are clipped to: ints, scalar tensors, or `[batch, 1, 1]` (each
+            image's content size); boxes left under `MIN_BOX_SIZE` wide or high are dropped.
 
     Returns:
         The `predict` dict: `boxes [batch, max_detections, 4]` pixel xyxy, `scores`, `labels` (-1 past
@@ -188,6 +190,7 @@ def decode_roi_detections(proposals, valid, logits, deltas, image_height, image_
     scores = ops.softmax(ops.cast(logits, "float32"), axis=-1)[..., :num_classes]
     scores = scores * ops.cast(valid, "float32")[..., None]
     boxes = clip_boxes(decode_deltas(proposals[:, :, None, :], deltas, box_weights), image_height, image_width)
+    scores = ops.where(has_area(boxes), scores, 0.0)  # boxes clipped to nothing are no detections
     return detection_nms(boxes, scores, max_detections=max_detections, iou_threshold=nms_iou_threshold,
                          score_threshold=score_threshold)
 

@@ -142,7 +142,14 @@ def collect_detections(model, dataset, verbose=0, with_masks=False):
     progress = keras.utils.Progbar(None, unit_name="batch") if verbose else None
     for step, (images, targets) in enumerate(dataset):
         height, width = int(images.shape[1]), int(images.shape[2])
-        predictions = model.predict_on_batch(images)
+        sizes = np.asarray(targets["image_size"]) if "image_size" in targets else None
+        scales = np.asarray(targets["scale"]) if "scale" in targets else None
+        if sizes is not None and scales is not None:
+            # Each image's resized content (the rest is padding): boxes are clipped to it before NMS.
+            content = np.round(sizes * scales).astype(np.float32)
+            predictions = model.predict_on_batch({"images": np.asarray(images), "image_sizes": content})
+        else:
+            predictions = model.predict_on_batch(images)
 
         def to_xyxy(boxes):
             return np.asarray(bounding_boxes.convert_format(
@@ -158,8 +165,6 @@ def collect_detections(model, dataset, verbose=0, with_masks=False):
                                  "'masks' (e.g. load_shapes(..., with_masks=True) through detection_pipeline).")
             gt_masks = np.asarray(targets["masks"])
             pred_masks = np.asarray(paste_masks(predictions["masks"], pred_boxes, height, width))
-        sizes = np.asarray(targets["image_size"]) if "image_size" in targets else None
-        scales = np.asarray(targets["scale"]) if "scale" in targets else None
         for i in range(len(gt_labels)):
             keep = gt_labels[i] >= 0
             n = int(predictions["num_detections"][i])

@@ -1,15 +1,61 @@
 """A SavedModel for TF Serving whose signatures do the whole job: decode, resize and pad, detect, NMS, map back."""
 
+import json
 import os
 import re
 
 SERVING_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
 
+# Written beside each version: what model it is, so a later export can tell whether it adds a version of the same
+# model or would make TF Serving switch to another one.
+DESCRIPTION_FILE = "keras_fpn_model.json"
+
+
+def describe(model, class_names=None):
+    """What identifies a served model to its clients: its class, its name and its output classes."""
+    return {"class": type(model).__name__, "name": model.name, "num_classes": int(model.num_classes),
+            "class_names": list(class_names) if class_names else None}
+
+
+def _same_model(old, new):
+    return all(old.get(key) == new.get(key) for key in ("class", "num_classes", "class_names"))
+
+
+def _check_export_dir(export_dir, description, new_version):
+    """Refuses to add a version beside other ones unless asked to, and beside another model ever."""
+    versions = _versions(export_dir)
+    if not versions:
+        return
+    latest = os.path.join(export_dir, str(versions[-1]), DESCRIPTION_FILE)
+    old = None
+    if os.path.isfile(latest):
+        with open(latest) as file:
+            old = json.load(file)
+    there = ("a model keras_fpn did not describe" if old is None else
+             f"{old['class']} {old['name']!r} ({old['num_classes']} classes"
+             + (f": {', '.join(old['class_names'])})" if old.get("class_names") else ")"))
+    if old is not None and not _same_model(old, description):
+        raise FileExistsError(
+            f"{export_dir} already holds version {versions[-1]} of {there}; this is {description['class']} "
+            f"{description['name']!r} ({description['num_classes']} classes). TF Serving would switch to it with "
+            "other classes: export it to another folder.")
+    if not new_version:
+        raise FileExistsError(
+            f"{export_dir} already holds version {versions[-1]} of {there}; pass new_version=True "
+            f"(keras-fpn export --new-version) to add version {versions[-1] + 1} of the same model, or export to "
+            "another folder.")
+
+
+def _versions(export_dir):
+    """The version numbers in a TF Serving model folder, ascending."""
+    if not os.path.isdir(export_dir):
+        return []
+    return sorted(int(name) for name in os.listdir(export_dir) if re.fullmatch(r"\d+", name))
+
+
 def _next_version(export_dir):
-    versions = [int(name) for name in os.listdir(export_dir) if re.fullmatch(r"\d+", name)] \
-        if os.path.isdir(export_dir) else []
-    return max(versions, default=0) + 1
+    return max(_versions(export_dir), default=0) + 1
 
 
 def serving_module(model, image_size, pad_to_multiple=None):
@@ -50,7 +96,8 @@ def serving_module(model, image_size, pad_to_multiple=None):
         return tf.cond(tf.shape(images)[0] > 0, lambda: run_detector(images, scales, sizes), empty_result)
 
     def run_detector(images, scales, sizes):
-        detections = model.detect(images)
+        # Boxes are clipped to each image's resized content (the rest is padding) before NMS.
+        detections = model.detect(images, tf.round(tf.cast(sizes, tf.float32) * scales))
         boxes = bounding_boxes.convert_format(detections["boxes"], model.bounding_box_format, "xyxy",
                                               height=padded[0], width=padded[1])
         # Back to each original image (undo the resize, clip), then normalised to [ymin, xmin, ymax, xmax].
@@ -99,7 +146,8 @@ def serving_module(model, image_size, pad_to_multiple=None):
     return DetectorModule()
 
 
-def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_multiple=None):
+def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_multiple=None, new_version=False,
+                       class_names=None):
     """Exports a detector as a SavedModel that TF Serving serves without keras or keras_fpn installed.
 
     Writes TF Serving's layout, `<export_dir>/<version>/saved_model.pb` + `variables/`, with two signatures
@@ -132,10 +180,19 @@ def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_
         version: int or None; default one more than the highest version already there (1 in a new folder).
         image_size: `(height, width)` or int, the size images are resized to fit; default the model's own input
             size when it is fixed. Use the size the model was trained at.
-        pad_to_multiple: int, default `2 ** max_level`.
+        pad_to_multiple: int, default the model's `input_multiple`.
+        new_version: bool, default False. Add a version beside the ones already in `export_dir`. Only a version of
+            the same model (class, number of classes, class names) is ever added: TF Serving serves the newest
+            version, and a detector with other classes would silently replace the one clients expect. A
+            `keras_fpn_model.json` beside each version records what it is.
+        class_names: sequence of str or None, recorded in `keras_fpn_model.json`.
 
     Returns:
         str, the path of the written version folder.
+
+    Raises:
+        FileExistsError: `export_dir` holds another model, or versions already and `new_version` is False, or
+            `version` exists.
     """
     import keras
     import tensorflow as tf
@@ -158,11 +215,16 @@ def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_
     image_size = tuple(int(side) for side in image_size)
     if len(image_size) != 2 or min(image_size) < 1:
         raise ValueError(f"Received image_size={image_size!r}; expected (height, width).")
+    version_given = version is not None
     version = _next_version(export_dir) if version is None else int(version)
     path = os.path.join(export_dir, str(version))
     if os.path.exists(path):
         raise FileExistsError(f"{path} already exists; TF Serving versions are immutable, pick another version.")
+    description = describe(model, class_names)
+    _check_export_dir(export_dir, description, new_version or version_given)
     module = serving_module(model, image_size, pad_to_multiple)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve_encoded,
                                                   "image_tensor": module.serve_tensor})
+    with open(os.path.join(path, DESCRIPTION_FILE), "w") as file:
+        json.dump(description, file, indent=2)
     return path

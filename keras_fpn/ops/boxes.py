@@ -5,12 +5,24 @@ import numpy as np
 from keras import ops
 
 
+# Boxes narrower or lower than this (pixels, after clipping) are no detections: torchvision's postprocessing drops
+# them (`box_ops.remove_small_boxes(boxes, min_size=1e-2)` in `roi_heads.postprocess_detections` and RetinaNet's
+# `postprocess_detections`).
+MIN_BOX_SIZE = 1e-2
+
+
 def clip_boxes(boxes, height, width):
-    """Pixel `xyxy` boxes `[..., 4]` clipped to an image of `height` x `width` (ints or scalar tensors)."""
+    """Pixel `xyxy` boxes `[..., 4]` clipped to an image of `height` x `width`: ints, scalar tensors, or tensors
+    that broadcast against `boxes[..., 0]` (one size per image)."""
     height, width = ops.cast(height, "float32"), ops.cast(width, "float32")
     boxes = ops.cast(boxes, "float32")
     return ops.stack([ops.clip(boxes[..., 0], 0.0, width), ops.clip(boxes[..., 1], 0.0, height),
                       ops.clip(boxes[..., 2], 0.0, width), ops.clip(boxes[..., 3], 0.0, height)], axis=-1)
+
+
+def has_area(boxes, min_size=MIN_BOX_SIZE):
+    """bool `[...]`: the `[..., 4]` pixel xyxy boxes at least `min_size` wide and high."""
+    return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
 
 
 def to_original(boxes, scale, size):

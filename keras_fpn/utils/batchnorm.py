@@ -49,6 +49,9 @@ def precise_batchnorm(model, dataset, num_batches=50, verbose=1):
     if not layers:
         return 0
     momenta = [layer.momentum for layer in layers]
+    if verbose:  # say what the bar below is: it follows the last epoch's lines
+        print(f"Precise BatchNorm: recomputing the statistics of {len(layers)} BatchNorm layers over {num_batches} "
+              "training batches", flush=True)
     progress = keras.utils.Progbar(num_batches, verbose=verbose, unit_name="batch")
     used = 0
     try:

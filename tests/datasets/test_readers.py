@@ -350,3 +350,20 @@ def test_coco_json_masks_from_polygons_and_rle_equal_pycocotools(raccoon, tmp_pa
                                 "annotations": annotations, "categories": [{"id": 1, "name": "raccoon"}]}))
     with pytest.raises(ValueError, match=r"annotations\[0\] \(id 1\): no 'segmentation'"):
         load_coco_json(str(path), os.path.join(raccoon, "images"), with_masks=True)
+
+
+@pytest.mark.parametrize("segmentation, message", [
+    ([[10.0, 10.0, 50.0, 60.0]], r"segmentation\[0\] has 4 numbers \(2 points\)"),
+    ([[10.0, 10.0, 50.0, 60.0, 30.0]], r"segmentation\[0\] has 5 numbers"),
+    ([["a", 1, 2, 3, 4, 5]], r"segmentation\[0\] is \['a', 1, 2, 3, 4, 5\], not a list of numbers"),
+    ({"counts": [1, 2]}, r"segmentation is an RLE without 'counts' and a \[height, width\] 'size'"),
+])
+def test_coco_json_malformed_segmentations_are_named_at_read_time(raccoon, tmp_path, segmentation, message):
+    # pycocotools itself fails on a 2-point polygon deep in its C code ("Argument 'bb' has incorrect type").
+    data = {"images": [COCO_IMAGE], "annotations": [{**COCO_ANNOTATION, "segmentation": segmentation}],
+            "categories": [{"id": 1, "name": "raccoon"}]}
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}, annotations\[0\] \(id 7\): {message}"):
+        load_coco_json(str(path), os.path.join(raccoon, "images"), with_masks=True)
+    assert load_coco_json(str(path), os.path.join(raccoon, "images")).num_images == 1  # boxes only: fine

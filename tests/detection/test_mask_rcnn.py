@@ -192,6 +192,35 @@ def test_targets_without_masks_are_named(model):
         model.fit(images, {key: value.numpy() for key, value in y.items()}, verbose=0)
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda masks: masks[:, :2], "masks must be one per box: received masks of shape (2, 2, 64, 64)"),
+    (lambda masks: masks[:, :, ::2, ::2], "masks must have the images' height and width: received masks of 32x32"),
+    (lambda masks: masks.astype("float32") * 200.0, "masks must hold 0 and 1 when they are floats"),
+])
+def test_masks_that_do_not_match_the_data_are_named(model, change, message):
+    from keras_fpn.datasets import generate_shapes
+
+    images, boxes, labels, masks = generate_shapes(2, 64, max_objects=4, seed=3, with_masks=True)
+    y = {"boxes": boxes, "labels": labels, "masks": change(masks)}
+    with pytest.raises(ValueError) as error:
+        model.fit(images.astype("float32"), y, verbose=0)
+    assert str(error.value).splitlines()[0].startswith(message), str(error.value)
+    # The same through tf.data: the graph check's error starts with the same words.
+    batches = tf.data.Dataset.from_tensor_slices((images.astype("float32"), y)).batch(2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message.split(":")[0]):
+        model.fit(batches, verbose=0)
+
+
+def test_uint8_masks_of_255_train_as_masks_of_1(model):
+    from keras_fpn.detection.mask_head import mask_targets
+
+    masks = np.zeros((1, 1, 32, 32), np.uint8)
+    masks[0, 0, 4:20, 6:30] = 255
+    rois = np.array([[[2, 2, 30, 24]]], np.float32)
+    np.testing.assert_array_equal(np.asarray(mask_targets(masks, rois, np.zeros((1, 1), "int32"), 14)),
+                                  np.asarray(mask_targets(masks // 255, rois, np.zeros((1, 1), "int32"), 14)))
+
+
 def test_keras_round_trip(model, tmp_path):
     images, _ = next(iter(shapes_dataset(2, batch_size=2, image_size=64, with_masks=True)))
     path = str(tmp_path / "mask_rcnn.keras")

@@ -170,6 +170,14 @@ def test_precise_batchnorm_averages_batch_statistics():
     assert layer.momentum == 0.999
 
 
+def test_precise_batchnorm_labels_its_progress_bar(capsys):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.BatchNormalization()(inputs))
+    batchnorm.precise_batchnorm(model, [np.ones((8, 4), "float32")] * 2, num_batches=2, verbose=1)
+    assert "Precise BatchNorm: recomputing the statistics of 1 BatchNorm layers over 2 training batches" in (
+        capsys.readouterr().out)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -212,3 +220,35 @@ def test_a_fixed_size_keras_applications_instance_trains_predicts_exports_and_ro
     exported = export_saved_model(model, str(tmp_path / "export"))  # the image size is the model's own
     served = tf.saved_model.load(exported).signatures["image_tensor"](images=tf.constant(images, tf.uint8))
     assert served["detection_boxes"].shape == (2, 100, 4)
+
+
+def test_boxes_in_the_padding_take_no_detection_slot():
+    # A 40x96 image padded to 64x96 (as resize_and_pad lays it): one confident anchor inside the image, one in the
+    # padding below it. Clipped to the image, the second box has no height: it is no detection.
+    model = tiny_retinanet(score_threshold=0.5)
+    images = np.zeros((1, 64, 96, 3), "float32")
+    y_pred = {key: keras.ops.convert_to_numpy(value) for key, value in model(images).items()}
+    anchors = keras.ops.convert_to_numpy(model.anchors_from(y_pred)[0])
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2
+    inside = int(np.argmin(np.abs(centres[:, 0] - 44) + np.abs(centres[:, 1] - 20)))
+    below = int(np.argmin(np.abs(centres[:, 0] - 44) + np.abs(centres[:, 1] - 60)))
+    y_pred["classification"] = np.full_like(y_pred["classification"], -10.0)
+    y_pred["classification"][0, [inside, below], 1] = 10.0
+    y_pred["box"] = np.zeros_like(y_pred["box"])
+    content = np.array([[40.0, 96.0]], "float32")
+    found = model.decode_predictions(y_pred, images, content)
+    assert int(found["num_detections"][0]) == 1
+    box = keras.ops.convert_to_numpy(found["boxes"])[0, 0]
+    assert box[3] <= 40.0 and box[3] - box[1] > 1.0
+    # Without the content size the padding box counts (clipped to the padded input, it keeps its area).
+    assert int(model.decode_predictions(y_pred, images)["num_detections"][0]) == 2
+
+
+def test_predict_pads_images_smaller_than_the_coarsest_stride():
+    model = tiny_retinanet(max_level=7, score_threshold=0.0)  # P7: stride 128
+    images = np.random.default_rng(0).uniform(0, 255, (1, 97, 131, 3)).astype("float32")
+    found = model.predict(images, verbose=0)
+    count = int(found["num_detections"][0])
+    assert count > 0
+    boxes = found["boxes"][0, :count]
+    assert boxes[:, [0, 2]].max() <= 131 and boxes[:, [1, 3]].max() <= 97  # clipped to the image, not the padding

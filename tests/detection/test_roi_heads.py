@@ -63,3 +63,19 @@ def test_roi_loss_by_hand():
                                    smooth_l1_beta=1.0 / 9)
     np.testing.assert_allclose(float(classification), np.log(3.0), rtol=1e-5)
     np.testing.assert_allclose(float(box), (1.0 - 0.5 / 9) / 2, rtol=1e-5)
+
+
+def test_roi_detections_in_the_padding_take_no_slot():
+    # A 40x96 image padded to 64x96: one proposal inside the image, one in the padding below it; the second, clipped
+    # to the image, has no height and is no detection (torchvision's remove_small_boxes).
+    from keras_fpn.detection.roi_heads import decode_roi_detections
+
+    proposals = np.array([[[10, 10, 30, 30], [50, 45, 70, 60]]], np.float32)
+    logits = np.array([[[5.0, 0.0], [5.0, 0.0]]], np.float32)  # one class, both confident
+    deltas = np.zeros((1, 2, 1, 4), np.float32)
+    found = decode_roi_detections(proposals, np.array([[True, True]]), logits, deltas,
+                                  np.array([[[40.0]]]), np.array([[[96.0]]]))
+    assert int(found["num_detections"][0]) == 1
+    np.testing.assert_allclose(np.asarray(found["boxes"])[0, 0], [10, 10, 30, 30])
+    both = decode_roi_detections(proposals, np.array([[True, True]]), logits, deltas, 64, 96)
+    assert int(both["num_detections"][0]) == 2

@@ -83,10 +83,18 @@ def exported(model, tmp_path_factory):
     return export_saved_model(model, str(tmp_path_factory.mktemp("export")), image_size=IMAGE_SIZE)
 
 
+def _prepared(model, image):
+    """The serving preprocessing: `(batch of one padded image, its content size [1, 2], scale)`."""
+    prepared, _, scale = resize_and_pad(image, tf.zeros([0, 4]), IMAGE_SIZE, model.input_multiple)
+    content = np.round(np.array(image.shape[:2], np.float32) * scale.numpy())[None]
+    return prepared[None].numpy(), content, scale
+
+
 def expected_detections(model, image):
-    """`model.predict` after the serving preprocessing, boxes mapped back to pixel xyxy of the original image."""
-    prepared, _, scale = resize_and_pad(image, tf.zeros([0, 4]), IMAGE_SIZE, 2 ** model.backbone.max_level)
-    detections = model.predict_on_batch(prepared[None])
+    """`model.predict` after the serving preprocessing (boxes clipped to the resized content, as served), boxes
+    mapped back to pixel xyxy of the original image."""
+    prepared, content, scale = _prepared(model, image)
+    detections = model.predict_on_batch({"images": prepared, "image_sizes": content})
     n = int(detections["num_detections"][0])
     height, width = image.shape[:2]
     boxes = np.asarray(detections["boxes"][0][:n], np.float64) / np.tile(scale.numpy()[::-1], 2)
@@ -152,11 +160,20 @@ def serving_nodes(meta_graph):
     return nodes
 
 
-def test_next_version_and_immutable_versions(model, exported):
+def test_next_version_only_of_the_same_model_and_immutable_versions(model, exported):
     base = os.path.dirname(exported)
-    assert os.path.basename(export_saved_model(model, base, image_size=IMAGE_SIZE)) == "2"
+    with pytest.raises(FileExistsError, match="already holds version 1 of RetinaNet .*new_version=True"):
+        export_saved_model(model, base, image_size=IMAGE_SIZE)
+    assert os.path.basename(export_saved_model(model, base, image_size=IMAGE_SIZE, new_version=True)) == "2"
     with pytest.raises(FileExistsError, match="already exists"):
         export_saved_model(model, base, version=1, image_size=IMAGE_SIZE)
+    # Another detector (other classes) never goes beside it, asked or not.
+    from tests.testing import tiny_retinanet
+
+    other = tiny_retinanet(num_classes=5)
+    with pytest.raises(FileExistsError, match=r"RetinaNet .*\(2 classes\).*\(5 classes\).*another folder"):
+        export_saved_model(other, base, image_size=IMAGE_SIZE, new_version=True)
+    assert sorted(os.listdir(base)) == ["1", "2"]
 
 
 def test_image_size_required_for_any_size_models(model, tmp_path):
@@ -189,8 +206,8 @@ def test_mask_rcnn_served_in_a_process_without_keras_adds_detection_masks_equal_
                                                           outputs=SERVING_OUTPUTS + ("detection_masks",))
     for i, data in enumerate(encoded):
         image = decode_image(data).numpy()
-        prepared, _, _ = resize_and_pad(image, tf.zeros([0, 4]), IMAGE_SIZE, 2 ** detector.backbone.max_level)
-        expected = detector.predict_on_batch(prepared[None])["masks"][0]
+        prepared, content, _ = _prepared(detector, image)
+        expected = detector.predict_on_batch({"images": prepared, "image_sizes": content})["masks"][0]
         np.testing.assert_allclose(outputs["encoded/detection_masks"][i], expected, atol=1e-5)
 
 
