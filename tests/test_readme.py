@@ -20,28 +20,28 @@ def test_readme_example_runs_as_written():
     assert ast.literal_eval(first_line) == ast.literal_eval(promised)
 
 
-def test_readme_retinanet_example_runs():
+def run_python_example(containing, skip_reason):
+    """Runs the README's first ```python block that contains `containing` (TensorFlow backend only); returns
+    the names it defined."""
     import keras
     import pytest
 
     if keras.backend.backend() != "tensorflow":
-        pytest.skip("RetinaNet decoding uses TensorFlow's NMS")
-    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "RetinaNet(" in b)
+        pytest.skip(skip_reason)
+    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if containing in b)
     namespace = {}
-    exec(compile(example, "README.md", "exec"), namespace)
+    exec(compile(example, f"README.md ({containing} example)", "exec"), namespace)
+    return namespace
+
+
+def test_readme_retinanet_example_runs():
+    namespace = run_python_example("RetinaNet(", "RetinaNet decoding uses TensorFlow's NMS")
     detections = namespace["detections"]
     assert detections["boxes"].shape == (8, 100, 4) and detections["num_detections"].shape == (8,)
 
 
 def test_readme_faster_rcnn_example_runs():
-    import keras
-    import pytest
-
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("proposals, RoIAlign and NMS use TensorFlow ops")
-    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "FasterRCNN(" in b)
-    namespace = {}
-    exec(compile(example, "README.md (Faster R-CNN example)", "exec"), namespace)
+    namespace = run_python_example("FasterRCNN(", "proposals, RoIAlign and NMS use TensorFlow ops")
     detections = namespace["detections"]
     assert detections["boxes"].shape == (8, 100, 4) and detections["num_detections"].shape == (8,)
 
@@ -128,15 +128,7 @@ def test_readme_bfloat16_example_runs(tmp_path, monkeypatch):
 
 
 def test_readme_heads_as_arguments_example_runs():
-    import keras
-    import pytest
-
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("proposals, RoIAlign and NMS use TensorFlow ops")
-    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "box_head=" in b)
-    namespace = {}
-    exec(compile(example, "README.md (heads as arguments)", "exec"), namespace)
-    model = namespace["model"]
+    model = run_python_example("box_head=", "proposals, RoIAlign and NMS use TensorFlow ops")["model"]
     assert model.roi_heads.box_head.representation_size == 256
     # The head is part of the configuration: a model rebuilt from it has the same head.
     rebuilt = type(model).from_config(model.get_config())
