@@ -282,21 +282,17 @@ def _predict(args):
 
 
 def _mask_rles(result, keep):
-    """COCO RLE (`{"size": [H, W], "counts": str}`) of each kept detection's mask pasted into its image."""
+    """COCO RLE of each kept detection's mask pasted into its image."""
     import numpy as np
-    from pycocotools import mask as mask_api
 
+    from keras_fpn.evaluation.coco import mask_to_rle
     from keras_fpn.ops.masks import paste_masks
 
-    height, width = result["image"].shape[:2]
     if not np.any(keep):
         return []
-    pasted = np.asarray(paste_masks(result["masks"][keep], result["boxes"][keep], height, width))
-    rles = []
-    for mask in pasted:
-        rle = mask_api.encode(np.asfortranarray(mask.astype(np.uint8)))
-        rles.append({"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")})
-    return rles
+    height, width = result["image"].shape[:2]
+    return [mask_to_rle(mask) for mask in
+            np.asarray(paste_masks(result["masks"][keep], result["boxes"][keep], height, width))]
 
 
 def build_parser():

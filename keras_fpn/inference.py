@@ -57,7 +57,7 @@ def detect_files(model, paths, image_size, batch_size=8):
 
     from keras_fpn.datasets.pipeline import resize_and_pad
     from keras_fpn.datasets.records import decode_image
-    from keras_fpn.ops.boxes import to_original
+    from keras_fpn.ops.boxes import content_sizes, to_original
 
     readable = []
     for path in image_paths(paths):
@@ -77,7 +77,7 @@ def detect_files(model, paths, image_size, batch_size=8):
         batch = tf.stack(inputs)
         # Each image's resized content (the rest is padding): boxes are clipped to it, and boxes in the padding
         # never become detections.
-        content = np.round(np.array([image.shape[:2] for image in images], np.float32) * np.array(scales))
+        content = content_sizes(np.array([image.shape[:2] for image in images]), np.array(scales))
         predictions = model.predict_on_batch({"images": batch.numpy(), "image_sizes": content})
         height, width = int(batch.shape[1]), int(batch.shape[2])
         boxes = np.asarray(bounding_boxes.convert_format(

@@ -5,7 +5,7 @@ import io
 
 import numpy as np
 
-from keras_fpn.ops.boxes import to_original
+from keras_fpn.ops.boxes import content_sizes, to_original
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small",
                 "AR_medium", "AR_large")
@@ -32,7 +32,9 @@ def _per_class(evaluation, class_names):
 IOU_TYPES = ("bbox", "segm")
 
 
-def _rle(mask):
+def mask_to_rle(mask):
+    """COCO RLE `{"size": [H, W], "counts": str}` of a 0/1 `[H, W]` mask (`pycocotools.mask.decode` reads it back
+    once `counts` is encoded to bytes)."""
     from pycocotools import mask as mask_api
 
     encoded = mask_api.encode(np.asfortranarray(np.asarray(mask, np.uint8)))
@@ -79,14 +81,14 @@ def coco_metrics(ground_truth, detections, num_classes, class_names=None, per_cl
             annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
                           "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0}
             if segm:
-                annotation["segmentation"] = _rle(truth[4][index])
+                annotation["segmentation"] = mask_to_rle(truth[4][index])
                 annotation["area"] = float(np.asarray(truth[4][index]).sum())
             annotations.append(annotation)
         for index, (box, score, label) in enumerate(zip(_xyxy_to_xywh(det_boxes), np.asarray(det_scores).reshape(-1),
                                                         np.asarray(det_labels).reshape(-1))):
             result = {"image_id": image_id, "category_id": int(label), "bbox": box.tolist(), "score": float(score)}
             if segm:
-                result["segmentation"] = _rle(found[3][index])
+                result["segmentation"] = mask_to_rle(found[3][index])
             results.append(result)
     coco = COCO()
     coco.dataset = {"images": images, "annotations": annotations,
@@ -146,8 +148,8 @@ def collect_detections(model, dataset, verbose=0, with_masks=False):
         scales = np.asarray(targets["scale"]) if "scale" in targets else None
         if sizes is not None and scales is not None:
             # Each image's resized content (the rest is padding): boxes are clipped to it before NMS.
-            content = np.round(sizes * scales).astype(np.float32)
-            predictions = model.predict_on_batch({"images": np.asarray(images), "image_sizes": content})
+            predictions = model.predict_on_batch({"images": np.asarray(images),
+                                                   "image_sizes": content_sizes(sizes, scales)})
         else:
             predictions = model.predict_on_batch(images)
 

@@ -69,7 +69,7 @@ def serving_module(model, image_size, pad_to_multiple=None):
 
     from keras_fpn.datasets.pipeline import padded_size, resize_and_pad
     from keras_fpn.datasets.records import decode_image
-    from keras_fpn.ops.boxes import to_original
+    from keras_fpn.ops.boxes import content_sizes, to_original
 
     multiple = pad_to_multiple or model.input_multiple
     padded = padded_size(image_size, multiple)
@@ -97,7 +97,7 @@ def serving_module(model, image_size, pad_to_multiple=None):
 
     def run_detector(images, scales, sizes):
         # Boxes are clipped to each image's resized content (the rest is padding) before NMS.
-        detections = model.detect(images, tf.round(tf.cast(sizes, tf.float32) * scales))
+        detections = model.detect(images, content_sizes(sizes, scales))
         boxes = bounding_boxes.convert_format(detections["boxes"], model.bounding_box_format, "xyxy",
                                               height=padded[0], width=padded[1])
         # Back to each original image (undo the resize, clip), then normalised to [ymin, xmin, ymax, xmax].

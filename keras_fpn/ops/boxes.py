@@ -25,6 +25,15 @@ def has_area(boxes, min_size=MIN_BOX_SIZE):
     return ((boxes[..., 2] - boxes[..., 0]) >= min_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_size)
 
 
+def content_sizes(sizes, scales):
+    """`[batch, 2]` `(height, width)` of each image's content in its resized, padded input: the original `sizes`
+    times the `scales` `resize_and_pad` returned, rounded as it rounds them (the rest of the input is padding).
+    NumPy float32 for NumPy input, a float32 tensor otherwise; what `predict({"images", "image_sizes"})` takes."""
+    if isinstance(sizes, np.ndarray) or not hasattr(sizes, "shape"):
+        return np.round(np.asarray(sizes, np.float32) * np.asarray(scales, np.float32))
+    return ops.round(ops.cast(sizes, "float32") * ops.cast(scales, "float32"))
+
+
 def to_original(boxes, scale, size):
     """Pixel `xyxy` boxes of the resized network input -> the original image's pixels.
 

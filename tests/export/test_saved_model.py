@@ -20,6 +20,7 @@ from keras_fpn import FasterRCNN, RetinaNet  # noqa: E402
 from keras_fpn.datasets import resize_and_pad  # noqa: E402
 from keras_fpn.datasets.records import decode_image  # noqa: E402
 from keras_fpn.export import SERVING_OUTPUTS, export_saved_model  # noqa: E402
+from keras_fpn.ops.boxes import content_sizes  # noqa: E402
 
 IMAGE_SIZE = (96, 128)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -86,7 +87,7 @@ def exported(model, tmp_path_factory):
 def _prepared(model, image):
     """The serving preprocessing: `(batch of one padded image, its content size [1, 2], scale)`."""
     prepared, _, scale = resize_and_pad(image, tf.zeros([0, 4]), IMAGE_SIZE, model.input_multiple)
-    content = np.round(np.array(image.shape[:2], np.float32) * scale.numpy())[None]
+    content = content_sizes(np.array([image.shape[:2]]), scale.numpy()[None])
     return prepared[None].numpy(), content, scale
 
 
