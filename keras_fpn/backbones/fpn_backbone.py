@@ -189,6 +189,12 @@ class FPNBackbone(keras.Model):
         return self.get_layer(self._extractor_name)(x, training=training)
 
     @property
+    def pad_value(self):
+        """The raw pixel that this backbone's preprocessing maps to 0 (`ApplicationPreprocessing.pad_value`), or
+        None: what detectors pad their inputs with."""
+        return None if self.preprocessing is None else self.get_layer("preprocessing").pad_value
+
+    @property
     def feature_levels(self):
         """The backbone levels that feed the pyramid, e.g. `[3, 4, 5]`."""
         return sorted(self.stage_layers)

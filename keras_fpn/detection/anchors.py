@@ -3,10 +3,12 @@ sizes of the pyramid maps."""
 
 import math
 
+import numpy as np
 from keras import ops
 
 DEFAULT_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 DEFAULT_ASPECT_RATIOS = (0.5, 1.0, 2.0)
+CONVENTIONS = ("keras_fpn", "torchvision")
 
 
 class AnchorGenerator:
@@ -19,16 +21,23 @@ class AnchorGenerator:
     P2..P6, the same ratios). Anchors are ordered level by level, then row, column, scale-major over
     `(scale, aspect_ratio)` pairs, the same order as the flattened head outputs.
 
+    `convention="torchvision"` lays them as torchvision's `AnchorGenerator` does, which its trained weights
+    need: sizes truncated to integers (`int(32 * 2 ** (1 / 3))` = 40), corners rounded to integers, the cell's
+    anchors at the cell's top-left corner (`arange(width) * stride`, not its centre), the stride of a level taken
+    as `image_size // map_size` of the padded input (121 instead of 128 for P7 of a 1216-wide input), and the
+    anchors of a location ratio-major over `(aspect_ratio, scale)` pairs.
+
     Args:
         min_level: int, the finest level.
         max_level: int, the coarsest level.
         anchor_scale: float, default 4. Base anchor size in units of the level's stride.
         scales: sequence of float, multipliers of the base size.
         aspect_ratios: sequence of float, height / width.
+        convention: `"keras_fpn"` (default) or `"torchvision"`.
     """
 
     def __init__(self, min_level, max_level, anchor_scale=4.0, scales=DEFAULT_SCALES,
-                 aspect_ratios=DEFAULT_ASPECT_RATIOS):
+                 aspect_ratios=DEFAULT_ASPECT_RATIOS, convention="keras_fpn"):
         if not 1 <= min_level <= max_level:
             raise ValueError(f"Received min_level={min_level}, max_level={max_level}; expected 1 <= min <= max.")
         if anchor_scale <= 0 or not scales or not aspect_ratios or min(scales) <= 0 or min(aspect_ratios) <= 0:
@@ -36,6 +45,9 @@ class AnchorGenerator:
                 f"Received anchor_scale={anchor_scale}, scales={scales}, aspect_ratios={aspect_ratios}; "
                 "expected positive numbers and non-empty sequences."
             )
+        if convention not in CONVENTIONS:
+            raise ValueError(f"Received convention={convention!r}; expected one of {CONVENTIONS}.")
+        self.convention = convention
         self.min_level = min_level
         self.max_level = max_level
         self.anchor_scale = float(anchor_scale)
@@ -49,6 +61,13 @@ class AnchorGenerator:
     def cell_anchors(self, level):
         """The `[A, 4]` anchors of one location centred at 0, as Python floats: `(x1, y1, x2, y2)` rows."""
         stride = 2.0**level
+        if self.convention == "torchvision":
+            # torchvision's AnchorGenerator.generate_anchors, in its float32 arithmetic.
+            sizes = np.array([int(self.anchor_scale * stride * scale) for scale in self.scales], np.float32)
+            heights = np.sqrt(np.array(self.aspect_ratios, np.float32))
+            ws = ((1 / heights)[:, None] * sizes[None, :]).reshape(-1)
+            hs = (heights[:, None] * sizes[None, :]).reshape(-1)
+            return np.round(np.stack([-ws, -hs, ws, hs], axis=1) / 2).tolist()
         rows = []
         for scale in self.scales:
             size = self.anchor_scale * stride * scale
@@ -57,20 +76,32 @@ class AnchorGenerator:
                 rows.append((-width / 2, -height / 2, width / 2, height / 2))
         return rows
 
-    def level_anchors(self, level, height, width):
-        """Anchors `[height * width * A, 4]` of one level whose map is `height x width` (ints or tensors)."""
-        stride = 2.0**level
-        ys = (ops.cast(ops.arange(height), "float32") + 0.5) * stride
-        xs = (ops.cast(ops.arange(width), "float32") + 0.5) * stride
+    def level_anchors(self, level, height, width, image_size=None):
+        """Anchors `[height * width * A, 4]` of one level whose map is `height x width` (ints or tensors);
+        `image_size` `(height, width)` of the padded input is needed by the torchvision convention."""
+        if self.convention == "torchvision":
+            if image_size is None:
+                raise ValueError("The torchvision anchor convention needs the input's image_size.")
+            # torchvision: stride = image_size // map_size, anchors at arange(size) * stride.
+            stride_y = ops.cast(ops.floor_divide(image_size[0], height), "float32")
+            stride_x = ops.cast(ops.floor_divide(image_size[1], width), "float32")
+            ys = ops.cast(ops.arange(height), "float32") * stride_y
+            xs = ops.cast(ops.arange(width), "float32") * stride_x
+        else:
+            stride = 2.0**level
+            ys = (ops.cast(ops.arange(height), "float32") + 0.5) * stride
+            xs = (ops.cast(ops.arange(width), "float32") + 0.5) * stride
         cy, cx = ops.meshgrid(ys, xs, indexing="ij")
         centres = ops.stack([cx, cy, cx, cy], axis=-1)  # [h, w, 4]
         cells = ops.convert_to_tensor(self.cell_anchors(level), "float32")  # [A, 4]
         anchors = centres[:, :, None, :] + cells[None, None, :, :]
         return ops.reshape(anchors, (-1, 4))
 
-    def __call__(self, level_shapes):
-        """Anchors `[N, 4]` for `{level: (height, width)}`, concatenated in level order."""
+    def __call__(self, level_shapes, image_size=None):
+        """Anchors `[N, 4]` for `{level: (height, width)}`, concatenated in level order; `image_size` as in
+        `level_anchors`."""
         return ops.concatenate(
-            [self.level_anchors(level, *level_shapes[level]) for level in range(self.min_level, self.max_level + 1)],
+            [self.level_anchors(level, *level_shapes[level], image_size=image_size)
+             for level in range(self.min_level, self.max_level + 1)],
             axis=0,
         )

@@ -128,6 +128,71 @@ def pad_to_at_least(images, size):
     return ops.pad(images, [[0, 0], [0, pad_height], [0, pad_width], [0, 0]]), sizes
 
 
+def check_resize(size_divisible, resize_min_size, resize_max_size):
+    for name, value in (("size_divisible", size_divisible), ("resize_min_size", resize_min_size),
+                        ("resize_max_size", resize_max_size)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"Received {name}={value!r}; expected a positive integer or None.")
+    if (resize_min_size is None) != (resize_max_size is None):
+        raise ValueError(f"Received resize_min_size={resize_min_size!r}, resize_max_size={resize_max_size!r}; "
+                         "expected both or neither.")
+
+
+def range_size(height, width, min_size, max_size):
+    """torchvision's `GeneralizedRCNNTransform` rule: the size `(height, width)` takes when scaled by
+    `min(min_size / short side, max_size / long side)`, each side floored (`interpolate` with
+    `recompute_scale_factor=True`). Python ints in and out where the sizes are static, float64 tensors where not."""
+    if isinstance(height, int) and isinstance(width, int):
+        scale = min(min_size / min(height, width), max_size / max(height, width))
+        return int(height * scale), int(width * scale)
+    height, width = ops.cast(height, "float64"), ops.cast(width, "float64")
+    scale = ops.minimum(min_size / ops.minimum(height, width), max_size / ops.maximum(height, width))
+    return ops.cast(ops.floor(height * scale), "int32"), ops.cast(ops.floor(width * scale), "int32")
+
+
+def resize_to_range(images, image_sizes, min_size, max_size):
+    """`(images resized by range_size, [batch, 2] content sizes after resizing, [batch, 2] (y, x) ratios original
+    / resized)`. `image_sizes` (None: the whole input) is each image's content; the batch is resized by one scale,
+    the input's."""
+    from keras_fpn.ops.resize import resize_to
+
+    height, width = image_size(images)
+    new_height, new_width = range_size(height, width, min_size, max_size)
+    resized = resize_to(ops.cast(images, "float32"), new_height, new_width, "bilinear")
+    batch = ops.shape(images)[0]
+    size = ops.cast(ops.stack([height, width]), "float32")
+    new_size = ops.cast(ops.stack([new_height, new_width]), "float32")
+    ratios = ops.tile((size / new_size)[None], (batch, 1))
+    if image_sizes is None:
+        content = ops.tile(new_size[None], (batch, 1))
+    else:
+        content = ops.floor(ops.cast(image_sizes, "float32") / ratios)
+    return resized, content, ratios
+
+
+def pad_to_multiple(images, multiple, pad_value=None):
+    """Images padded at the bottom and right to sides that are multiples of `multiple`, with `pad_value` (a
+    pixel, per channel; None pads with 0)."""
+    height, width = image_size(images)
+    pad_height, pad_width = (-height) % multiple, (-width) % multiple
+    if pad_value is None:
+        return ops.pad(images, [[0, 0], [0, pad_height], [0, pad_width], [0, 0]])
+    value = ops.convert_to_tensor(pad_value, images.dtype)
+    return ops.pad(images - value, [[0, 0], [0, pad_height], [0, pad_width], [0, 0]]) + value
+
+
+PIXEL_FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw")
+
+
+def scale_boxes(boxes, ratios, bounding_box_format):
+    """Boxes `[batch, N, 4]` in a pixel `bounding_box_format` times per-image `(y, x)` ratios `[batch, 2]` (back to
+    the original image's pixels, as torchvision's `resize_boxes`)."""
+    y, x = ratios[:, 0][:, None], ratios[:, 1][:, None]
+    axes = {"xyxy": (x, y, x, y), "yxyx": (y, x, y, x), "xywh": (x, y, x, y), "center_xywh": (x, y, x, y),
+            "center_yxhw": (y, x, y, x)}[bounding_box_format]
+    return boxes * ops.stack(axes, axis=-1)
+
+
 def content_limits(image_sizes, height, width, rank):
     """`(height, width)` to clip boxes `[batch, ..., 4]` of rank `rank` to: the input's own size, or each image's
     content size `[batch, 2]` shaped to broadcast against `boxes[..., 0]`."""
@@ -215,6 +280,16 @@ class Detector(keras.Model):
     neither has an XLA kernel, so a detector does not ask for XLA there (`jit_compile="auto"` resolves to False, on
     GPU machines too). A `.keras` file records the saving backend's choice; loading decides anew ("auto").
 
+    Inference options every detector takes as keyword arguments (torchvision's `GeneralizedRCNNTransform`, which
+    the converted torchvision models need; `keras_fpn.convert`):
+    - `resize_min_size`, `resize_max_size`: ints or None (default: `predict` takes images at the size given).
+      When set, `predict` and the SavedModel resize each batch (bilinear, half-pixel centres: PyTorch's
+      `interpolate(..., align_corners=False)`) by `min(resize_min_size / short side, resize_max_size / long
+      side)`, sizes floored, and return boxes in the input's pixels. torchvision's detectors use 800 and 1333.
+    - `size_divisible`: int or None (default: `2 ** max_level`). What the input sides are padded to
+      (`input_multiple`); torchvision pads to 32. Padding uses the backbone's `pad_value` (the pixel that its
+      preprocessing maps to 0, as torchvision pads normalised images with zeros).
+
     Class attributes a detector sets when it has a mask head: `uses_masks` (its `y` needs `"masks"`, and readers
     should load them) and `mask_resolution` (the side of its box-relative predicted masks).
     """
@@ -222,15 +297,22 @@ class Detector(keras.Model):
     uses_masks = False
     mask_resolution = None
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, size_divisible=None, resize_min_size=None, resize_max_size=None, **kwargs):
+        check_resize(size_divisible, resize_min_size, resize_max_size)
         super().__init__(*args, **kwargs)
         if keras.backend.backend() == "tensorflow":
             self.supports_jit = False  # CombinedNonMaxSuppression and Assert have no XLA kernels
+        self.size_divisible = size_divisible
+        self.resize_min_size = resize_min_size
+        self.resize_max_size = resize_max_size
 
     def init_contract(self, backbone, num_classes, bounding_box_format, max_detections, loss_names):
         """Sets the contract's attributes and one `Mean` tracker per loss (`{name}_tracker`, logged as `name`),
         plus `dropped_boxes_tracker` (boxes `fit` ignored: outside the image or without area). Called by each
         detector's constructor after `super().__init__`."""
+        if self.resize_min_size is not None and bounding_box_format not in PIXEL_FORMATS:
+            raise ValueError(f"Received bounding_box_format={bounding_box_format!r} with resize_min_size; a model "
+                             f"that resizes its input returns boxes in the input's pixels: one of {PIXEL_FORMATS}.")
         self.backbone = backbone
         self.num_classes = num_classes
         self.bounding_box_format = bounding_box_format
@@ -241,9 +323,10 @@ class Detector(keras.Model):
 
     @property
     def input_multiple(self):
-        """What the input's height and width are padded to (the coarsest pyramid stride), so that every level
-        tiles the image exactly: the training pipeline, the CLI and the exporter pad to it."""
-        return 2 ** self.backbone.max_level
+        """What the input's height and width are padded to (`size_divisible`, by default the coarsest pyramid
+        stride, so that every level tiles the image exactly): the training pipeline, the CLI and the exporter pad
+        to it."""
+        return self.size_divisible or 2 ** self.backbone.max_level
 
     @property
     def iou_types(self):
@@ -263,15 +346,17 @@ class Detector(keras.Model):
         boxes, labels, dropped = checks.clip_and_drop(boxes, labels, height, width)
         return boxes, labels, dropped, height, width
 
-    def anchors_from(self, y_pred):
+    def anchors_from(self, y_pred, images=None):
         """`(anchors [N, 4] pixel xyxy, anchors per level)` for the pyramid maps in `y_pred`, on the levels of
         `self.anchor_generator`: sizes read from the maps themselves (static where known, at run time where not),
-        so anchors and head outputs agree for every backbone and image size."""
+        so anchors and head outputs agree for every backbone and image size. `images` (the input batch) gives the
+        input size that the torchvision anchor convention derives its strides from."""
         generator = self.anchor_generator
         shapes = {level: map_sizes(y_pred[level_key("P", level)])
                   for level in range(generator.min_level, generator.max_level + 1)}
         per_level = [height * width * generator.anchors_per_location for height, width in shapes.values()]
-        return generator(shapes), per_level
+        size = None if images is None else image_size(images)
+        return generator(shapes, size), per_level
 
     def log_losses(self, losses, dropped, weights=None):
         """Logs each loss of `{name: value}` (to `{name}_tracker`) and the dropped boxes; returns their sum, each
@@ -390,10 +475,18 @@ class Detector(keras.Model):
         image_sizes = None
         if isinstance(images, dict):
             images, image_sizes = images["images"], images.get("image_sizes")
-        images, padded_sizes = pad_to_at_least(images, self.input_multiple)
-        if image_sizes is None:
-            image_sizes = padded_sizes
-        return self.detect(checks.check_images(images, self.input_multiple), image_sizes)
+        if self.resize_min_size is None:
+            images, padded_sizes = pad_to_at_least(images, self.input_multiple)
+            if image_sizes is None:
+                image_sizes = padded_sizes
+            return self.detect(checks.check_images(images, self.input_multiple), image_sizes)
+        checks.check_images(images, 1)
+        resized, content_sizes, ratios = resize_to_range(images, image_sizes, self.resize_min_size,
+                                                         self.resize_max_size)
+        resized = pad_to_multiple(resized, self.input_multiple, self.backbone.pad_value)
+        detections = self.detect(resized, content_sizes)
+        detections["boxes"] = scale_boxes(detections["boxes"], ratios, self.bounding_box_format)
+        return detections
 
     def _stateless_predict_step(self, state, data):
         """`detect` as a pure function of the model state, as JAX's `predict` runs it (jit-compiled)."""
@@ -466,6 +559,9 @@ class Detector(keras.Model):
             "input_shape": self.backbone.image_shape,
             "backbone_kwargs": {},
             "bounding_box_format": self.bounding_box_format,
+            "size_divisible": self.size_divisible,
+            "resize_min_size": self.resize_min_size,
+            "resize_max_size": self.resize_max_size,
         }
 
     @classmethod

@@ -258,7 +258,7 @@ class FasterRCNN(Detector):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         boxes, labels, dropped, height, width = self.pixel_targets(x, y)
-        anchors, per_level = self.anchors_from(y_pred)
+        anchors, per_level = self.anchors_from(y_pred, x)
         positive, negative, targets = rpn_targets(
             anchors, boxes, labels, self.rpn_positive_iou, self.rpn_negative_iou, self.rpn_batch_size_per_image,
             self.rpn_positive_fraction, self.seed_generator)
@@ -307,7 +307,7 @@ class FasterRCNN(Detector):
         images = check_images(ops.convert_to_tensor(backend_input(images)), self.input_multiple)
         y_pred = self(images, training=False)
         height, width = image_size(images)
-        anchors, per_level = self.anchors_from(y_pred)
+        anchors, per_level = self.anchors_from(y_pred, images)
         return self._propose(y_pred, anchors, per_level, height, width, training=False, post_nms_topk=post_nms_topk)
 
     def detect_with_features(self, images, image_sizes=None):
@@ -315,7 +315,7 @@ class FasterRCNN(Detector):
         detections' pixel xyxy boxes as `"pixel_boxes"` in the second result (for heads run on detections)."""
         y_pred = self(images, training=False)
         height, width = image_size(images)
-        anchors, per_level = self.anchors_from(y_pred)
+        anchors, per_level = self.anchors_from(y_pred, images)
         proposals, _, valid = self._propose(y_pred, anchors, per_level, height, width, training=False)
         logits, deltas = self.roi_heads.box_outputs(y_pred, proposals)
         clip_height, clip_width = content_limits(image_sizes, height, width, rank=4)

@@ -46,6 +46,8 @@ class RetinaNet(Detector):
         anchor_scale: float, default 4. Base anchor size in strides (32..512 on P3..P7).
         anchor_scales: sequence, default `(2^0, 2^(1/3), 2^(2/3))`.
         aspect_ratios: sequence, default `(0.5, 1, 2)` (height / width).
+        anchor_convention: `"keras_fpn"` (default) or `"torchvision"` (how torchvision lays anchors, which its
+            weights need; `keras_fpn.detection.anchors.AnchorGenerator`).
         head_filters: int, default 256. Hidden channels of both heads.
         head_depth: int, default 4. Hidden 3x3 convs in each head.
         head_norm: None or `"group"`. GroupNorm in the heads.
@@ -60,7 +62,9 @@ class RetinaNet(Detector):
         focal_alpha: float, default 0.25. focal_gamma: float, default 2.
         score_threshold: float, default 0.05. pre_nms_topk: int, default 1000 candidates per level.
         nms_iou_threshold: float, default 0.5. max_detections: int, default 100 per image.
-        **kwargs: base `keras.Model` arguments (`name`, `dtype`).
+        **kwargs: the inference options of every detector (`size_divisible`, `resize_min_size`,
+            `resize_max_size`: `keras_fpn.detection.detector.Detector`) and base `keras.Model` arguments (`name`,
+            `dtype`).
 
     Call arguments:
         images: `[batch, height, width, 3]` raw RGB in [0, 255].
@@ -97,6 +101,7 @@ class RetinaNet(Detector):
         anchor_scale=4.0,
         anchor_scales=DEFAULT_SCALES,
         aspect_ratios=DEFAULT_ASPECT_RATIOS,
+        anchor_convention="keras_fpn",
         head_filters=256,
         head_depth=4,
         head_norm=None,
@@ -130,7 +135,7 @@ class RetinaNet(Detector):
                                     backbone_kwargs)
 
         anchor_generator = AnchorGenerator(backbone.min_level, backbone.max_level, anchor_scale, anchor_scales,
-                                           aspect_ratios)
+                                           aspect_ratios, anchor_convention)
         num_anchors = anchor_generator.anchors_per_location
         images = keras.Input(shape=backbone.image_shape, name="images")
         pyramid = backbone(images)
@@ -161,6 +166,7 @@ class RetinaNet(Detector):
         self.anchor_scale = anchor_scale
         self.anchor_scales = tuple(anchor_scales)
         self.aspect_ratios = tuple(aspect_ratios)
+        self.anchor_convention = anchor_convention
         self.head_filters = head_filters
         self.head_depth = head_depth
         self.head_norm = head_norm
@@ -182,7 +188,7 @@ class RetinaNet(Detector):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         boxes, labels, dropped, _, _ = self.pixel_targets(x, y)
-        anchors, _ = self.anchors_from(y_pred)
+        anchors, _ = self.anchors_from(y_pred, x)
         matched, positive, negative = match_anchors(
             anchors, boxes, labels, self.positive_iou, self.negative_iou, self.allow_low_quality_matches
         )
@@ -220,7 +226,7 @@ class RetinaNet(Detector):
         """Detections (see `predict`) from the raw outputs `y_pred` of `images`: top-k per level, box decoding,
         clipping to each image's content (`image_sizes`, see `Detector.detect`), per-class NMS
         (`keras_fpn.detection.decoder`)."""
-        anchors, per_level = self.anchors_from(y_pred)
+        anchors, per_level = self.anchors_from(y_pred, images)
         height, width = image_size(images)
         clip_height, clip_width = content_limits(image_sizes, height, width, rank=3)
         detections = decode_detections(
@@ -241,6 +247,7 @@ class RetinaNet(Detector):
             "anchor_scale": self.anchor_scale,
             "anchor_scales": self.anchor_scales,
             "aspect_ratios": self.aspect_ratios,
+            "anchor_convention": self.anchor_convention,
             "head_filters": self.head_filters,
             "head_depth": self.head_depth,
             "head_norm": self.head_norm,

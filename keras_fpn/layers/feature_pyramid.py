@@ -9,6 +9,7 @@ from keras_fpn.ops.resize import INTERPOLATIONS, resize_to
 FUSIONS = ("sum", "concat")
 EXTRA_LEVELS_FROM = ("backbone", "pyramid", "subsample")
 NORMS = (None, "batch", "group")
+EXTRA_PADDINGS = ("same", "symmetric")
 
 
 def _fresh(initializer):
@@ -51,6 +52,10 @@ class FeaturePyramid(keras.layers.Layer):
         norm: None, `"batch"` or `"group"`, default None. Normalization after every conv; convs lose their bias
             when it is set.
         norm_groups: int, default 32. Groups of `"group"` normalization; must divide `num_channels`.
+        extra_padding: str, default `"same"`. Padding of the stride-2 convs of the extra levels: Keras's `"same"`
+            (which pads only the bottom and right of an even-sized map) or `"symmetric"` (one pixel on every side,
+            PyTorch's `padding=1`, as torchvision's and detectron2's `LastLevelP6P7`: needed for their weights).
+            Both give maps of `ceil(n / 2)`.
         top_down: bool, default True. False removes the top-down path: each `P{l}` sees only `C{l}` (the
             "bottom-up pyramid" ablation, FPN paper Table 3 (d)).
         lateral: bool, default True. False removes the lateral connections below the top level: each `P{l}` is
@@ -92,6 +97,7 @@ class FeaturePyramid(keras.layers.Layer):
         extra_levels_from="backbone",
         norm=None,
         norm_groups=32,
+        extra_padding="same",
         top_down=True,
         lateral=True,
         kernel_initializer="glorot_uniform",
@@ -121,6 +127,8 @@ class FeaturePyramid(keras.layers.Layer):
                 f"Received norm_groups={norm_groups!r} with num_channels={num_channels}; expected a positive "
                 "integer that divides num_channels."
             )
+        if extra_padding not in EXTRA_PADDINGS:
+            raise ValueError(f"Received extra_padding={extra_padding!r}; expected one of {EXTRA_PADDINGS}.")
         if not top_down and not lateral:
             raise ValueError(
                 "Received top_down=False and lateral=False; at least one path must carry backbone features to "
@@ -134,6 +142,7 @@ class FeaturePyramid(keras.layers.Layer):
         self.extra_levels_from = extra_levels_from
         self.norm = norm
         self.norm_groups = norm_groups
+        self.extra_padding = extra_padding
         self.top_down = bool(top_down)
         self.lateral = bool(lateral)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -143,12 +152,12 @@ class FeaturePyramid(keras.layers.Layer):
 
     # -- construction ---------------------------------------------------------------------------------------
 
-    def _conv(self, name, kernel_size, strides=1):
+    def _conv(self, name, kernel_size, strides=1, padding="same"):
         return keras.layers.Conv2D(
             self.num_channels,
             kernel_size,
             strides=strides,
-            padding="same",
+            padding=padding,
             data_format="channels_last",
             use_bias=self.norm is None,
             kernel_initializer=_fresh(self.kernel_initializer),
@@ -222,7 +231,8 @@ class FeaturePyramid(keras.layers.Layer):
             if self.extra_levels_from == "subsample":
                 break
             key = level_key("P", level)
-            self.extra_convs[key] = self._conv(f"extra_{key}", 3, strides=2)
+            padding = "valid" if self.extra_padding == "symmetric" else "same"  # symmetric: padded in `call`
+            self.extra_convs[key] = self._conv(f"extra_{key}", 3, strides=2, padding=padding)
             self.extra_convs[key].build(top_shape)
             self.extra_norms[key] = self._norm_layer(f"extra_{key}")
             top_shape = self._extra_shape(top_shape)
@@ -287,6 +297,8 @@ class FeaturePyramid(keras.layers.Layer):
                 continue
             if level > top + 1:
                 x = ops.relu(x)  # RetinaNet: "ReLU followed by a 3x3 stride-2 conv on P6"
+            if self.extra_padding == "symmetric":
+                x = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
             x = self._apply(self.extra_convs[key], self.extra_norms[key], x, training)
             outputs[key] = x
         return outputs
@@ -315,6 +327,7 @@ class FeaturePyramid(keras.layers.Layer):
                 "extra_levels_from": self.extra_levels_from,
                 "norm": self.norm,
                 "norm_groups": self.norm_groups,
+                "extra_padding": self.extra_padding,
                 "top_down": self.top_down,
                 "lateral": self.lateral,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),

@@ -7,6 +7,7 @@ from keras_fpn import FPNBackbone
 from keras_fpn.backbones import application_names, find_stage_outputs, get_application
 
 FAMILIES = {
+    "torchvision",
     "convnext", "densenet", "efficientnet", "efficientnet_v2", "inception_resnet_v2", "inception_v3", "mobilenet",
     "mobilenet_v2", "mobilenet_v3", "nasnet", "resnet", "resnet_v2", "vgg16", "vgg19", "xception",
 }
@@ -31,7 +32,7 @@ def test_every_family_is_covered():
 SQUARE, NON_SQUARE = (224, 224), (192, 256)
 SMALLEST_OF_FAMILY = {"ConvNeXtTiny", "DenseNet121", "EfficientNetB0", "EfficientNetV2B0", "InceptionResNetV2",
                       "InceptionV3", "MobileNet", "MobileNetV2", "MobileNetV3Small", "NASNetMobile", "ResNet50",
-                      "ResNet50V2", "VGG16", "VGG19", "Xception"}
+                      "ResNet50V2", "TorchvisionResNet50", "VGG16", "VGG19", "Xception"}
 
 
 def _positions(application, stage_layers):

@@ -44,3 +44,24 @@ def test_bad_arguments():
         AnchorGenerator(4, 3)
     with pytest.raises(ValueError, match="expected positive numbers"):
         AnchorGenerator(3, 4, aspect_ratios=(0.0,))
+
+
+def test_torchvision_convention():
+    """torchvision's AnchorGenerator for RetinaNet, worked by hand: sizes int(32 * 2^(k/3)) = 32, 40, 50; corners
+    rounded; ratio-major order; anchors at arange * stride with stride = image_size // map_size."""
+    generator = AnchorGenerator(3, 7, convention="torchvision")
+    cells = generator.cell_anchors(3)
+    # ratio 0.5 (h/w): w = size * sqrt(2), h = size / sqrt(2); halves rounded
+    np.testing.assert_array_equal(cells[:3], [[-23, -11, 23, 11], [-28, -14, 28, 14], [-35, -18, 35, 18]])
+    np.testing.assert_array_equal(cells[3:6], [[-16, -16, 16, 16], [-20, -20, 20, 20], [-25, -25, 25, 25]])
+    np.testing.assert_array_equal(cells[6], [-11, -23, 11, 23])
+    # P7 of a 1216-wide, 800-high input (P7 map 7 x 10): strides 800 // 7 = 114 and 1216 // 10 = 121.
+    anchors = keras.ops.convert_to_numpy(generator.level_anchors(7, 7, 10, image_size=(800, 1216)))
+    square = generator.cell_anchors(7)[3]
+    last = anchors[-9 + 3]  # row 6, column 9, the first square anchor
+    np.testing.assert_array_equal(last, [9 * 121 + square[0], 6 * 114 + square[1], 9 * 121 + square[2],
+                                         6 * 114 + square[3]])
+    with pytest.raises(ValueError, match="needs the input's image_size"):
+        generator.level_anchors(7, 7, 10)
+    with pytest.raises(ValueError, match="Received convention='detectron2'"):
+        AnchorGenerator(3, 7, convention="detectron2")
