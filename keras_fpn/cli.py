@@ -243,6 +243,43 @@ def _export(args):
     return 0
 
 
+def _torchvision_state_dict(name):
+    """The published COCO weights of torchvision's `name`, fetched through torchvision itself."""
+    try:
+        import torchvision
+    except Exception as error:  # noqa: BLE001 - not installed, or its compiled ops do not load
+        raise ValueError(f"Fetching torchvision's {name} weights needs torchvision ({type(error).__name__}: "
+                         f"{error}). Pass the weights file instead: --weights FILE (the .pth file that "
+                         f"torchvision's {name} weights enum points to, or a .safetensors of its state dict).") from None
+    try:
+        return torchvision.models.get_model(name, weights="DEFAULT").state_dict()
+    except Exception as error:  # noqa: BLE001 - no internet, or an unknown name
+        raise ValueError(f"torchvision could not give the {name} weights ({type(error).__name__}: {error}). Pass "
+                         "a weights file instead: --weights FILE (.pth or .safetensors).") from None
+
+
+def _convert(args):
+    from keras_fpn import models
+    from keras_fpn.convert import TORCHVISION_MODELS, from_torchvision
+    from keras_fpn.datasets.coco_categories import CLASS_NAME_SETS
+    from keras_fpn.training.trainer import save_run
+
+    framework, _, name = args.source.partition(":")
+    if framework != "torchvision" or name not in TORCHVISION_MODELS:
+        raise ValueError(f"Received {args.source!r}; expected torchvision:NAME with NAME one of "
+                         f"{sorted(TORCHVISION_MODELS)}.")
+    record = models.get(TORCHVISION_MODELS[name])
+    print(f"converting torchvision's {name} into the zoo model {record['name']}...", flush=True)
+    state_dict = args.weights if args.weights else _torchvision_state_dict(name)
+    model = from_torchvision(name, state_dict)
+    class_names = CLASS_NAME_SETS[record["weights"]["categories"]]()
+    save_run(model, args.output_dir, class_names, record["input_size"], converted_from=f"torchvision:{name}",
+             weights=args.weights or record["weights"]["torchvision_weights"], record=record["name"])
+    print(f"saved {args.output_dir}/model.keras and run.json ({model.count_params():,} parameters, "
+          f"{len(class_names)} classes); try: keras-fpn predict {args.output_dir} IMAGE")
+    return 0
+
+
 def _predict(args):
     import json
 
@@ -405,6 +442,17 @@ def build_parser():
                         help="add a version beside the ones in EXPORT_DIR (only ever of the same model: class, "
                              "number of classes and class names)")
     export.set_defaults(run=_export)
+
+    convert = commands.add_parser(
+        "convert", help="convert torchvision's COCO-trained detectors into a keras_fpn run folder",
+        description="Builds the zoo model that mirrors a torchvision detector and copies its weights in. "
+                    "OUTPUT_DIR then works with keras-fpn predict, evaluate and export like a training run.")
+    convert.add_argument("source", metavar="torchvision:NAME",
+                         help="e.g. torchvision:retinanet_resnet50_fpn (convertible: see keras_fpn.convert)")
+    convert.add_argument("--weights", help="torchvision's state dict as a .pth or .safetensors file (default: "
+                                           "fetched through torchvision, which needs it installed and internet)")
+    convert.add_argument("--output-dir", required=True, help="model.keras and run.json go here")
+    convert.set_defaults(run=_convert)
 
     predict = commands.add_parser("predict", help="detect objects in image files: a PNG with boxes (and masks) and "
                                                    "a JSON")

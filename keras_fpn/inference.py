@@ -30,11 +30,31 @@ def image_paths(paths):
     return found
 
 
+def _detect_at_own_size(model, path, image):
+    """One image through a model that resizes its input itself (`resize_min_size`, the converted torchvision
+    models): given at its own size, boxes come back in its pixels."""
+    from keras.utils import bounding_boxes
+
+    image = image.numpy()
+    predictions = model.predict_on_batch(image[None])
+    count = int(predictions["num_detections"][0])
+    boxes = np.asarray(bounding_boxes.convert_format(np.asarray(predictions["boxes"], np.float32),
+                                                     model.bounding_box_format, "xyxy", height=image.shape[0],
+                                                     width=image.shape[1]))
+    result = {"path": path, "image": image, "boxes": boxes[0, :count].astype(np.float32),
+              "scores": np.asarray(predictions["scores"][0, :count], np.float32),
+              "labels": np.asarray(predictions["labels"][0, :count], np.int32)}
+    if "masks" in predictions:
+        result["masks"] = np.asarray(predictions["masks"][0, :count], np.float32)
+    return result
+
+
 def detect_files(model, paths, image_size, batch_size=8):
     """Runs `model` on image files (JPEG, PNG, BMP, GIF; any size, grayscale and RGBA too) and folders of them.
 
     Each image goes through the same `resize_and_pad` as the training pipeline (aspect ratio kept, padded to a
-    multiple of the coarsest stride); boxes are clipped to the image's own content before NMS (boxes in the padding
+    multiple of the coarsest stride), or, for a model that resizes its input itself (`resize_min_size`: the
+    converted torchvision models), is given to it one at a time at its own size; boxes are clipped to the image's own content before NMS (boxes in the padding
     are no detections) and mapped back to the file's own pixels. A file that is not an image is skipped with a
     one-line warning on stderr.
 
@@ -66,6 +86,8 @@ def detect_files(model, paths, image_size, batch_size=8):
         except tf.errors.InvalidArgumentError:
             print(f"warning: skipped {path}: not an image TensorFlow can decode (JPEG, PNG, BMP, GIF)",
                   file=sys.stderr)
+    if getattr(model, "resize_min_size", None) is not None:
+        return [_detect_at_own_size(model, path, image) for path, image in readable]
     results = []
     for start in range(0, len(readable), batch_size):
         images, inputs, scales = [], [], []

@@ -35,15 +35,19 @@ _SECTIONS = {
     "mask_head": dict,
     "anchors": dict,
     "detection": dict,
+    "transform": dict,
+    "weights": dict,
     "training": dict,
     "figures": dict,
 }
 _FIELDS = {
     "backbone": {"application", "weights", "kwargs", "batchnorm_momentum", "freeze_batchnorm"},
-    "pyramid": {"min_level", "max_level", "num_channels", "fusion", "extra_levels_from", "norm", "top_down",
-                "lateral"},
+    "pyramid": {"min_level", "max_level", "num_channels", "fusion", "extra_levels_from", "extra_padding", "norm",
+                "top_down", "lateral", "source"},
     "head": {"filters", "depth", "norm", "prior_probability"},
-    "anchors": {"size", "scales", "aspect_ratios"},
+    "anchors": {"size", "scales", "aspect_ratios", "convention", "source"},
+    "transform": {"min_size", "max_size", "size_divisible", "source"},
+    "weights": {"source", "torchvision_name", "torchvision_weights", "published_ap", "categories"},
     "rpn": {"positive_iou", "negative_iou", "batch_size_per_image", "positive_fraction", "pre_nms_topk_train",
             "pre_nms_topk_test", "post_nms_topk_train", "post_nms_topk_test", "nms_iou_threshold", "min_size",
             "min_level", "max_level", "source"},
@@ -160,8 +164,8 @@ def build(name, num_classes=None, backbone_weights="preset", **kwargs):
 def backbone_kwargs(record):
     """The `FPNBackbone` arguments every architecture reads from a record's `backbone` and `pyramid` sections."""
     backbone, pyramid = record["backbone"], record["pyramid"]
-    pyramid_kwargs = {key: pyramid[key] for key in ("fusion", "extra_levels_from", "norm", "top_down", "lateral")
-                      if key in pyramid}
+    pyramid_kwargs = {key: pyramid[key] for key in ("fusion", "extra_levels_from", "extra_padding", "norm",
+                                                    "top_down", "lateral") if key in pyramid}
     kwargs = {"pyramid_kwargs": pyramid_kwargs}
     for key in ("batchnorm_momentum", "freeze_batchnorm"):
         if backbone.get(key) is not None:
@@ -188,6 +192,13 @@ def detector_kwargs(record, min_level, max_level):
         kwargs["anchor_scales"] = tuple(anchors["scales"])
     if "aspect_ratios" in anchors:
         kwargs["aspect_ratios"] = tuple(anchors["aspect_ratios"])
+    if "convention" in anchors:
+        kwargs["anchor_convention"] = anchors["convention"]
+    transform = record.get("transform", {})
+    for key, name in (("min_size", "resize_min_size"), ("max_size", "resize_max_size"),
+                      ("size_divisible", "size_divisible")):
+        if key in transform:
+            kwargs[name] = transform[key]
     return kwargs
 
 

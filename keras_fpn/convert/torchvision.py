@@ -1,0 +1,201 @@
+"""torchvision's detection weights in keras_fpn models.
+
+`from_torchvision(name, state_dict)` builds the keras_fpn model of the zoo record that mirrors torchvision's model
+`name` (same layers, same conventions: `keras_fpn/zoo/<record>.json` says which and why) and copies every parameter
+into it. The mapping is by name and checked both ways: a torchvision parameter left unused, a keras_fpn weight
+left unset, and a shape that differs are each an error naming the parameter (and both shapes).
+
+What changes on the way, besides names:
+- conv kernels: PyTorch `(out, in, kh, kw)` -> Keras `(kh, kw, in, out)`;
+- BatchNorm: `weight, bias, running_mean, running_var` -> `gamma, beta, moving_mean, moving_variance`
+  (`num_batches_tracked` has no counterpart and is skipped);
+- box regression outputs: torchvision's deltas per anchor are `(dx, dy, dw, dh)`, keras_fpn's `(dy, dx, dh, dw)`
+  (`keras_fpn.detection.box_coding`), so the rows of the last conv are permuted within each anchor's four.
+
+torch is not needed: `state_dict` may be any mapping of names to arrays (NumPy arrays, or torch tensors, which
+are converted with `.numpy()`), or the path of a `.safetensors` or `.pth` file (`load_state_dict`).
+"""
+
+import os
+import re
+
+import numpy as np
+
+# torchvision model builder -> the zoo record that mirrors it.
+TORCHVISION_MODELS = {
+    "retinanet_resnet50_fpn": "retinanet_resnet50_fpn_coco",
+}
+# keras_fpn's box deltas (dy, dx, dh, dw), as positions in torchvision's (dx, dy, dw, dh).
+_DELTA_ORDER = (1, 0, 3, 2)
+
+
+def load_state_dict(source):
+    """`{name: np.ndarray}` from a mapping of names to arrays or tensors, or from a `.safetensors` / `.pth` /
+    `.pt` file (the latter needs torch: `pip install keras_fpn[torch]`)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Weights file {path!r} not found.")
+        if path.endswith(".safetensors"):
+            from safetensors.numpy import load_file
+
+            return load_file(path)
+        try:
+            import torch
+        except ImportError:
+            raise ImportError(f"Reading {path!r} needs PyTorch (`pip install keras_fpn[torch]`), or save the "
+                              "state dict as .safetensors, which reads without it.") from None
+        source = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(source, dict) and "model" in source and isinstance(source["model"], dict):
+            source = source["model"]  # a training checkpoint of torchvision's reference scripts
+    if not hasattr(source, "items"):
+        raise TypeError(f"Received a {type(source).__name__}; expected a mapping of parameter names to arrays "
+                        "(a state dict) or the path of a .safetensors or .pth file.")
+    arrays = {}
+    for name, value in source.items():
+        if hasattr(value, "detach"):
+            value = value.detach().cpu().numpy()
+        arrays[name] = np.asarray(value)
+    return arrays
+
+
+def _modern_names(state_dict):
+    """Parameter names as torchvision spells them today: checkpoints saved before `Conv2dNormActivation` name
+    `fpn.inner_blocks.0.weight` and `head.classification_head.conv.0.weight` what is now `...0.0.weight`
+    (torchvision upgrades them in `_load_from_state_dict`; so does this)."""
+    renamed = {}
+    for name, value in state_dict.items():
+        name = re.sub(r"\.(inner_blocks|layer_blocks)\.(\d+)\.(weight|bias)$", r".\1.\2.0.\3", name)
+        name = re.sub(r"_head\.conv\.(\d+)\.(weight|bias)$", r"_head.conv.\1.0.\2", name)
+        renamed[name] = value
+    return renamed
+
+
+def _kernel(array):
+    return np.transpose(array, (2, 3, 1, 0))
+
+
+def _conv_pairs(layer, torch_name, rows=None):
+    """(torch name, variable, transform) for a Keras Conv2D; `rows` reorders the output channels."""
+    def kernel(array):
+        array = _kernel(array)
+        return array if rows is None else array[..., rows]
+
+    pairs = [(f"{torch_name}.weight", layer.kernel, kernel)]
+    if layer.use_bias:
+        pairs.append((f"{torch_name}.bias", layer.bias, (lambda array: array) if rows is None else
+                      (lambda array: array[rows])))
+    return pairs
+
+
+def _batchnorm_pairs(layer, torch_name):
+    return [(f"{torch_name}.weight", layer.gamma, None), (f"{torch_name}.bias", layer.beta, None),
+            (f"{torch_name}.running_mean", layer.moving_mean, None),
+            (f"{torch_name}.running_var", layer.moving_variance, None)]
+
+
+def resnet_pairs(application, prefix="backbone.body"):
+    """Pairs for a `TorchvisionResNet50`: its layer names are torchvision's with `_` for `.`."""
+    import keras
+
+    pairs = []
+    for layer in application.layers:
+        torch_name = f"{prefix}.{layer.name.replace('_', '.')}"
+        if isinstance(layer, keras.layers.Conv2D):
+            pairs += _conv_pairs(layer, torch_name)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            pairs += _batchnorm_pairs(layer, torch_name)
+    return pairs
+
+
+def pyramid_pairs(pyramid, prefix="backbone.fpn"):
+    """Pairs for a `FeaturePyramid` and torchvision's `FeaturePyramidNetwork` (+ `LastLevelP6P7`): block `i`
+    is pyramid level `min_level + i`."""
+    pairs = []
+    for key, conv in pyramid.lateral_convs.items():
+        pairs += _conv_pairs(conv, f"{prefix}.inner_blocks.{int(key[1:]) - pyramid.min_level}.0")
+    for key, conv in pyramid.output_convs.items():
+        pairs += _conv_pairs(conv, f"{prefix}.layer_blocks.{int(key[1:]) - pyramid.min_level}.0")
+    for key, conv in pyramid.extra_convs.items():
+        pairs += _conv_pairs(conv, f"{prefix}.extra_blocks.{key.lower()}")
+    return pairs
+
+
+def retinanet_head_pairs(model, prefix="head"):
+    """Pairs for RetinaNet's two `PredictionHead`s and torchvision's `RetinaNetHead`."""
+    pairs = []
+    anchors = model.anchor_generator.anchors_per_location
+    rows = [4 * anchor + position for anchor in range(anchors) for position in _DELTA_ORDER]
+    for head, name, last, last_rows in ((model.get_layer("classification_head"), "classification_head",
+                                         "cls_logits", None),
+                                        (model.get_layer("box_head"), "regression_head", "bbox_reg", rows)):
+        for index, conv in enumerate(head.convs):
+            pairs += _conv_pairs(conv, f"{prefix}.{name}.conv.{index}.0")
+        pairs += _conv_pairs(head.output_conv, f"{prefix}.{name}.{last}", last_rows)
+    return pairs
+
+
+def backbone_pairs(backbone):
+    application = backbone.get_layer(backbone._extractor_name)
+    return resnet_pairs(application) + pyramid_pairs(backbone.get_layer("feature_pyramid"))
+
+
+def model_pairs(model):
+    """Every (torchvision name, keras variable, transform) of a converted architecture."""
+    from keras_fpn.detection.retinanet import RetinaNet
+
+    if isinstance(model, RetinaNet):
+        return backbone_pairs(model.backbone) + retinanet_head_pairs(model)
+    raise ValueError(f"No torchvision mapping for {type(model).__name__}.")
+
+
+def assign(pairs, state_dict, what="torchvision"):
+    """Copies `state_dict` into the paired variables. Raises ValueError naming missing and unused parameters and
+    every shape mismatch (both shapes)."""
+    state_dict = _modern_names(state_dict)
+    names = {name for name, _, _ in pairs}
+    missing = sorted(name for name in names if name not in state_dict)
+    unused = sorted(name for name in state_dict if name not in names and not name.endswith("num_batches_tracked"))
+    if missing or unused:
+        raise ValueError(f"The {what} state dict does not fit: {len(missing)} parameters missing "
+                         f"{missing[:10]}{' ...' if len(missing) > 10 else ''}, {len(unused)} unused "
+                         f"{unused[:10]}{' ...' if len(unused) > 10 else ''}.")
+    mismatched = []
+    values = []
+    for name, variable, transform in pairs:
+        value = np.asarray(state_dict[name], np.float32)
+        value = transform(value) if transform is not None else value
+        if tuple(value.shape) != tuple(variable.shape):
+            mismatched.append(f"{name}: {tuple(state_dict[name].shape)} in the state dict (as "
+                              f"{tuple(value.shape)} in Keras's layout), {tuple(variable.shape)} in keras_fpn "
+                              f"({variable.path})")
+        values.append(value)
+    if mismatched:
+        raise ValueError("Shapes differ: " + "; ".join(mismatched[:10]))
+    for (_, variable, _), value in zip(pairs, values):
+        variable.assign(value)
+
+
+def from_torchvision(name, state_dict, **kwargs):
+    """A keras_fpn model holding the weights of torchvision's detection model `name`.
+
+    Args:
+        name: a torchvision model builder name (`TORCHVISION_MODELS`), e.g. `"retinanet_resnet50_fpn"`.
+        state_dict: that model's `state_dict()` (names to tensors or arrays), or the path of a `.safetensors` or
+            `.pth` file of it (`load_state_dict`).
+        **kwargs: constructor arguments overriding the record's (e.g. `score_threshold`, `resize_min_size`).
+
+    Returns:
+        The model (uncompiled), built from the zoo record `TORCHVISION_MODELS[name]`.
+
+    Raises:
+        ValueError: `name` is not convertible; a parameter is missing or unused; a shape differs.
+    """
+    from keras_fpn import models
+
+    if name not in TORCHVISION_MODELS:
+        raise ValueError(f"Received torchvision model {name!r}; convertible models: {sorted(TORCHVISION_MODELS)}.")
+    state_dict = load_state_dict(state_dict)
+    model = models.build(TORCHVISION_MODELS[name], backbone_weights=None, **kwargs)
+    assign(model_pairs(model), state_dict)
+    return model
