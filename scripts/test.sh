@@ -16,6 +16,8 @@ echo "== tests, TensorFlow backend"
 # xdist_group stay on one worker, so their module fixtures (a trained run, an export) are built once.
 KERAS_BACKEND=tensorflow "$PYTHON" -m pytest -n "${KERAS_FPN_TEST_WORKERS:-2}" --dist loadgroup --durations=15 "$@"
 echo "== layer, op and detector tests, JAX backend"
-KERAS_BACKEND=jax "$PYTHON" -m pytest tests/layers tests/ops tests/backends "$@"
+# One test file per worker: each file's module fixtures (a trained detector) are built once.
+KERAS_BACKEND=jax "$PYTHON" -m pytest -n "${KERAS_FPN_TEST_WORKERS:-2}" --dist loadfile tests/layers tests/ops \
+    tests/backends "$@"
 elapsed=$((SECONDS - start))
 echo "== test suite done in $((elapsed / 60)) min $((elapsed % 60)) s (installation not counted)"

@@ -1,5 +1,7 @@
 """Every keras.applications constructor works as an FPN backbone (weights=None, small non-square images)."""
 
+import os
+
 import keras
 import pytest
 
@@ -42,8 +44,25 @@ def _positions(application, stage_layers):
     return {level: index[name] for level, name in stage_layers.items()}
 
 
+# The sweep CI runs: the smallest constructor of each family plus every backbone a zoo record names. The larger
+# variants (ConvNeXtXLarge, EfficientNetV2L, NASNetLarge, ...) run their family's code with other widths and depths,
+# and building them is most of a full sweep's time (randomly initialising up to 350M parameters);
+# `KERAS_FPN_ALL_APPLICATIONS=1 python -m pytest tests/backbones/test_all_applications.py` sweeps every constructor.
+ZOO_BACKBONES = {"ResNet50", "ResNet101", "ConvNeXtTiny", "EfficientNetV2B0", "MobileNetV3Large", "MobileNetV3Small",
+                 "TorchvisionResNet50"}
+SWEPT = application_names() if os.environ.get("KERAS_FPN_ALL_APPLICATIONS") else sorted(
+    SMALLEST_OF_FAMILY | ZOO_BACKBONES | {"TorchvisionResNet50"})
+
+
+def test_the_sweep_covers_every_family_and_the_zoo():
+    from keras_fpn import models
+
+    assert {get_application(name)[1] for name in SWEPT} == FAMILIES
+    assert {models.get(name)["backbone"]["application"] for name in models.list()} <= set(SWEPT)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", application_names())
+@pytest.mark.parametrize("name", SWEPT)
 def test_application_as_fpn_backbone(name):
     constructor, family = get_application(name)
     input_shape = (HEIGHT, WIDTH, 3) if name in FIXED_SIZE_ONLY else (None, None, 3)
