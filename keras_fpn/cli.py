@@ -239,7 +239,11 @@ def _export(args):
     print(f"exported {args.run_path} for TF Serving to {path} (images resized to fit {image_size}); signatures "
           "serving_default (encoded image strings) and image_tensor (uint8)")
     if run.get("class_names"):
-        print(f"detection_classes are 1-based: 1 = {run['class_names'][0]!r}, ... (from run.json)")
+        from keras_fpn.export.saved_model import label_offset_for
+
+        offset = label_offset_for(run["class_names"])
+        first = run["class_names"][1 - offset]
+        print(f"detection_classes are 1-based: 1 = {first!r}, ... (from run.json)")
     return 0
 
 

@@ -58,11 +58,11 @@ def _next_version(export_dir):
     return max(_versions(export_dir), default=0) + 1
 
 
-def serving_module(model, image_size, pad_to_multiple=None):
+def serving_module(model, image_size, pad_to_multiple=None, label_offset=1):
     """The `tf.Module` that `export_saved_model` saves; its tf.functions can also be called in process.
 
     It tracks the model's variables as plain `tf.Variable`s (each stored once) and no Keras object, so the
-    SavedModel loads with TensorFlow alone.
+    SavedModel loads with TensorFlow alone. `label_offset` is added to the model's labels for `detection_classes`.
     """
     import tensorflow as tf
     from keras.utils import bounding_boxes
@@ -71,6 +71,8 @@ def serving_module(model, image_size, pad_to_multiple=None):
     from keras_fpn.datasets.records import decode_image
     from keras_fpn.ops.boxes import content_sizes, to_original
 
+    if model.resize_min_size is not None:
+        return _self_resizing_module(model, label_offset)
     multiple = pad_to_multiple or model.input_multiple
     padded = padded_size(image_size, multiple)
     prepared_spec = (tf.TensorSpec([*padded, 3], tf.float32), tf.TensorSpec([2], tf.float32),
@@ -102,21 +104,8 @@ def serving_module(model, image_size, pad_to_multiple=None):
                                               height=padded[0], width=padded[1])
         # Back to each original image (undo the resize, clip), then normalised to [ymin, xmin, ymax, xmax].
         boxes = to_original(boxes, scales[:, None, :], sizes[:, None, :])
-        height = tf.cast(sizes[:, None, 0], tf.float32)
-        width = tf.cast(sizes[:, None, 1], tf.float32)
-        x1, y1 = boxes[..., 0] / width, boxes[..., 1] / height
-        x2, y2 = boxes[..., 2] / width, boxes[..., 3] / height
-        valid = detections["labels"] >= 0
-        result = {
-            "detection_boxes": tf.where(valid[..., None], tf.stack([y1, x1, y2, x2], axis=-1), 0.0),
-            "detection_scores": tf.where(valid, detections["scores"], 0.0),
-            "detection_classes": tf.cast(tf.where(valid, detections["labels"] + 1, 0), tf.float32),
-            "num_detections": tf.cast(detections["num_detections"], tf.float32),
-        }
-        if mask_size:
-            # Box-relative, so no rescaling: the Object Detection API's and Model Garden's convention.
-            result["detection_masks"] = tf.cast(detections["masks"], tf.float32)
-        return result
+        # Masks are box-relative, so not rescaled: the Object Detection API's and Model Garden's convention.
+        return _normalized_outputs(detections, boxes, sizes[:, None, 0], sizes[:, None, 1], label_offset)
 
     class DetectorModule(tf.Module):
         def __init__(self):
@@ -146,6 +135,83 @@ def serving_module(model, image_size, pad_to_multiple=None):
     return DetectorModule()
 
 
+def _normalized_outputs(detections, boxes, height, width, label_offset):
+    """The Object Detection API's outputs from `detections` and their `boxes` in pixel xyxy of the original
+    images, whose `height` and `width` broadcast against `boxes[..., 0]`."""
+    import tensorflow as tf
+
+    height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    valid = detections["labels"] >= 0
+    normalized = tf.stack([boxes[..., 1] / height, boxes[..., 0] / width, boxes[..., 3] / height,
+                           boxes[..., 2] / width], axis=-1)
+    result = {
+        "detection_boxes": tf.where(valid[..., None], normalized, 0.0),
+        "detection_scores": tf.where(valid, detections["scores"], 0.0),
+        "detection_classes": tf.cast(tf.where(valid, detections["labels"] + label_offset, 0), tf.float32),
+        "num_detections": tf.cast(detections["num_detections"], tf.float32),
+    }
+    if "masks" in detections:
+        result["detection_masks"] = tf.cast(detections["masks"], tf.float32)
+    return result
+
+
+def _self_resizing_module(model, label_offset):
+    """The serving module of a model that resizes its input itself (`resize_min_size`: torchvision's rule, the
+    converted torchvision models): each image goes through `predict`'s own path at its own size, one at a time
+    (as torchvision runs a batch of one), so the served detections are `predict`'s."""
+    import tensorflow as tf
+    from keras.utils import bounding_boxes
+
+    from keras_fpn.datasets.records import decode_image
+
+    max_detections = model.max_detections
+    mask_size = getattr(model, "mask_resolution", None)
+    spec = {"detection_boxes": tf.TensorSpec([max_detections, 4], tf.float32),
+            "detection_scores": tf.TensorSpec([max_detections], tf.float32),
+            "detection_classes": tf.TensorSpec([max_detections], tf.float32),
+            "num_detections": tf.TensorSpec([], tf.float32)}
+    if mask_size:
+        spec["detection_masks"] = tf.TensorSpec([max_detections, mask_size, mask_size], tf.float32)
+
+    def detect_one(image):
+        detections = model._detect_batch(image[None])
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        boxes = bounding_boxes.convert_format(detections["boxes"], model.bounding_box_format, "xyxy",
+                                              height=height, width=width)
+        result = _normalized_outputs(detections, boxes, height, width, label_offset)
+        return {key: value[0] for key, value in result.items()}
+
+    class SelfResizingModule(tf.Module):
+        def __init__(self):
+            super().__init__(name="keras_fpn_detector")
+            self.weights = [variable.value for variable in model.variables]
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        def serve_encoded(self, images):
+            return tf.map_fn(lambda encoded: detect_one(decode_image(encoded)), images, fn_output_signature=spec)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8, name="images")])
+        def serve_tensor(self, images):
+            channels = tf.shape(images)[-1]
+            message = tf.strings.format(
+                "image_tensor: expected 3 channels (RGB), received {} (images of shape {}); convert grayscale or "
+                "RGBA images to RGB first", (channels, tf.shape(images)), summarize=-1)
+            with tf.control_dependencies([tf.debugging.Assert(tf.equal(channels, 3), [message])]):
+                images = tf.ensure_shape(tf.identity(images), [None, None, None, 3])
+            return tf.map_fn(detect_one, images, fn_output_signature=spec)
+
+    return SelfResizingModule()
+
+
+def label_offset_for(class_names):
+    """What `detection_classes` adds to a label: 1 (the Object Detection API's 1-based ids, label 0 is class 1),
+    or 0 for a label layout that already keeps index 0 for the background (torchvision's COCO layout, where label
+    `i` is COCO category id `i`)."""
+    from keras_fpn.datasets.coco_categories import BACKGROUND
+
+    return 0 if class_names and class_names[0] == BACKGROUND else 1
+
+
 def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_multiple=None, new_version=False,
                        class_names=None):
     """Exports a detector as a SavedModel that TF Serving serves without keras or keras_fpn installed.
@@ -169,7 +235,11 @@ def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_
             original image (0..1).
         `detection_scores`: float32 `[batch, max_detections]`, sorted, 0 past `num_detections`.
         `detection_classes`: float32 `[batch, max_detections]`, **1-based** class ids: label `i` of the model is
-            class `i + 1`; 0 past `num_detections`.
+            class `i + 1`; 0 past `num_detections`. When `class_names[0]` is `"__background__"` (torchvision's
+            COCO layout, whose label `i` is already COCO category id `i`), label `i` is class `i`.
+
+    A model that resizes its input itself (`resize_min_size`: the converted torchvision models) is served by
+    `predict`'s own path instead: each image at its own size, resized by the model's rule, `image_size` unused.
         `num_detections`: float32 `[batch]`.
 
     Only the model's variables are saved, each once (a Keras-3 `model.export` stores each weight twice).
@@ -203,6 +273,8 @@ def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_
             f"(KERAS_BACKEND=tensorflow; this process runs {keras.backend.backend()}). A model trained under "
             f"{keras.backend.backend()} and saved with model.save('model.keras') loads there unchanged."
         )
+    if model.resize_min_size is not None and image_size is None:
+        image_size = (model.resize_min_size, model.resize_max_size)  # unused: the model resizes by its own rule
     if image_size is None:
         image_size = tuple(model.backbone.image_shape[:2])
         if None in image_size:
@@ -222,7 +294,7 @@ def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_
         raise FileExistsError(f"{path} already exists; TF Serving versions are immutable, pick another version.")
     description = describe(model, class_names)
     _check_export_dir(export_dir, description, new_version or version_given)
-    module = serving_module(model, image_size, pad_to_multiple)
+    module = serving_module(model, image_size, pad_to_multiple, label_offset_for(class_names))
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve_encoded,
                                                   "image_tensor": module.serve_tensor})
     with open(os.path.join(path, DESCRIPTION_FILE), "w") as file:

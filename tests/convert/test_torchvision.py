@@ -118,3 +118,27 @@ def test_state_dict_problems_are_named(retinanet):
         assign(pairs, wrong)
     with pytest.raises(ValueError, match="convertible models"):
         from_torchvision("fcos_resnet50_fpn", weights)
+
+
+def test_the_saved_model_serves_torchvisions_detections(retinanet, tmp_path):
+    """The SavedModel of a converted model resizes by torchvision's rule too, and keeps torchvision's COCO label
+    ids (`detection_classes` = label: index 0 is the background there)."""
+    import tensorflow as tf
+
+    from keras_fpn.datasets.coco_categories import torchvision_class_names
+    from keras_fpn.export import export_saved_model
+
+    model, _, expected = retinanet
+    path = export_saved_model(model, str(tmp_path / "export"), class_names=torchvision_class_names())
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    images = expected["b1_images"]
+    outputs = served(images=tf.stack([tf.io.encode_png(image) for image in images]))
+    height, width = images.shape[1:3]
+    for image in range(2):
+        count = int(outputs["num_detections"][image])
+        ymin, xmin, ymax, xmax = np.moveaxis(outputs["detection_boxes"][image, :count].numpy(), -1, 0)
+        boxes = np.stack([xmin * width, ymin * height, xmax * width, ymax * height], axis=-1)
+        ours = (boxes, outputs["detection_scores"][image, :count].numpy(),
+                outputs["detection_classes"][image, :count].numpy().astype(int))
+        theirs = tuple(expected[f"b1_i{image}_{field}"] for field in ("boxes", "scores", "labels"))
+        assert matched_fraction(*theirs, *ours) >= 0.99, image
