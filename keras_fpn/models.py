@@ -51,7 +51,7 @@ _FIELDS = {
     "rpn": {"positive_iou", "negative_iou", "batch_size_per_image", "positive_fraction", "pre_nms_topk_train",
             "pre_nms_topk_test", "post_nms_topk_train", "post_nms_topk_test", "nms_iou_threshold", "min_size",
             "min_level", "max_level", "source"},
-    "roi_heads": {"min_level", "max_level", "pool_size", "sampling_ratio", "batch_size_per_image",
+    "roi_heads": {"min_level", "max_level", "pool_size", "sampling_ratio", "aligned", "batch_size_per_image",
                   "positive_fraction", "positive_iou", "head_dim", "box_weights", "smooth_l1_beta", "source"},
     "mask_head": {"pool_size", "filters", "depth", "source"},
     "detection": {"positive_iou", "negative_iou", "box_loss", "smooth_l1_beta", "box_loss_weight", "focal_alpha",
@@ -225,7 +225,7 @@ def fasterrcnn_kwargs(record):
             kwargs[key if key.startswith("rpn_") else f"rpn_{key}"] = value
     names = {"min_level": "roi_min_level", "max_level": "roi_max_level",
              "batch_size_per_image": "roi_batch_size_per_image", "positive_fraction": "roi_positive_fraction",
-             "positive_iou": "roi_positive_iou"}
+             "positive_iou": "roi_positive_iou", "aligned": "roi_aligned"}
     for key, value in record.get("roi_heads", {}).items():
         if key != "source":
             kwargs[names.get(key, key)] = tuple(value) if isinstance(value, builtins.list) else value

