@@ -29,6 +29,7 @@ import numpy as np
 TORCHVISION_MODELS = {
     "retinanet_resnet50_fpn": "retinanet_resnet50_fpn_coco",
     "fasterrcnn_resnet50_fpn": "fasterrcnn_resnet50_fpn_coco",
+    "maskrcnn_resnet50_fpn": "maskrcnn_resnet50_fpn_coco",
 }
 # The logit given to label 0 of a converted R-CNN: torchvision's index 0 is its background, which keras_fpn keeps
 # last, so keras_fpn's label 0 (torchvision's unused "__background__" id) gets this constant logit and a softmax
@@ -71,11 +72,14 @@ def load_state_dict(source):
 def _modern_names(state_dict):
     """Parameter names as torchvision spells them today: checkpoints saved before `Conv2dNormActivation` name
     `fpn.inner_blocks.0.weight` and `head.classification_head.conv.0.weight` what is now `...0.0.weight`
-    (torchvision upgrades them in `_load_from_state_dict`; so does this)."""
+    (torchvision upgrades them in `_load_from_state_dict`; so does this), and Mask R-CNN's `mask_head.mask_fcn1`
+    what is now `mask_head.0.0`."""
     renamed = {}
     for name, value in state_dict.items():
         name = re.sub(r"\.(inner_blocks|layer_blocks)\.(\d+)\.(weight|bias)$", r".\1.\2.0.\3", name)
         name = re.sub(r"_head\.conv\.(\d+)\.(weight|bias)$", r"_head.conv.\1.0.\2", name)
+        name = re.sub(r"mask_head\.mask_fcn(\d+)\.(weight|bias)$",
+                      lambda match: f"mask_head.{int(match[1]) - 1}.0.{match[2]}", name)
         renamed[name] = value
     return renamed
 
@@ -198,10 +202,22 @@ def backbone_pairs(backbone):
     return resnet_pairs(application) + pyramid_pairs(backbone.get_layer("feature_pyramid"))
 
 
+def mask_head_pairs(model, prefix="roi_heads"):
+    """Pairs for `MaskHead` and torchvision's `MaskRCNNHeads` + `MaskRCNNPredictor` (a transposed conv's PyTorch
+    weight `(in, out, kh, kw)` becomes Keras's `(kh, kw, out, in)`: the same transpose as a conv's)."""
+    head = model.roi_heads.mask_head
+    pairs = []
+    for index, conv in enumerate(head.convs):
+        pairs += _conv_pairs(conv, f"{prefix}.mask_head.{index}.0")
+    return (pairs + _conv_pairs(head.upsample, f"{prefix}.mask_predictor.conv5_mask")
+            + _conv_pairs(head.predictor, f"{prefix}.mask_predictor.mask_fcn_logits"))
+
+
 # Each convertible detector class (by name) and the parts its torchvision counterpart has besides the backbone.
 _HEAD_PAIRS = {
     "RetinaNet": (retinanet_head_pairs,),
     "FasterRCNN": (rpn_pairs, box_head_pairs),
+    "MaskRCNN": (rpn_pairs, box_head_pairs, mask_head_pairs),
 }
 
 

@@ -53,7 +53,12 @@ def fasterrcnn():
     return _convert("fasterrcnn_resnet50_fpn")
 
 
-@pytest.fixture(params=["retinanet", "fasterrcnn"])
+@pytest.fixture(scope="module")
+def maskrcnn():
+    return _convert("maskrcnn_resnet50_fpn")
+
+
+@pytest.fixture(params=["retinanet", "fasterrcnn", "maskrcnn"])
 def converted(request):
     """Each converted family in turn (the models are built once per module)."""
     return request.getfixturevalue(request.param)
@@ -179,3 +184,22 @@ def test_the_saved_model_serves_torchvisions_detections(retinanet, tmp_path):
                 outputs["detection_classes"][image, :count].numpy().astype(int))
         theirs = tuple(expected[f"b1_i{image}_{field}"] for field in ("boxes", "scores", "labels"))
         assert matched_fraction(*theirs, *ours) >= 0.99, image
+
+
+def test_mask_probabilities_equal_torchvision(maskrcnn):
+    """Mask R-CNN's box-relative 28x28 mask probabilities (torchvision's roi_heads output, before it pastes them)
+    on the matched detections (its best 20 per image are stored): within 1e-3 (the fixture keeps float16)."""
+    model, _, expected = maskrcnn
+    for index in range(len(reference.BATCHES)):
+        found = model.predict(expected[f"b{index}_images"], verbose=0)
+        for image in range(2):
+            theirs = expected[f"b{index}_i{image}_mask_probabilities"].astype(np.float32)
+            boxes = expected[f"b{index}_i{image}_boxes"][:len(theirs)]
+            labels = expected[f"b{index}_i{image}_labels"][:len(theirs)]
+            count = int(found["num_detections"][image])
+            overlaps = _iou(boxes, found["boxes"][image, :count])
+            overlaps[labels[:, None] != found["labels"][image, :count][None, :]] = 0.0
+            match = np.argmax(overlaps, axis=1)
+            assert np.all(overlaps[np.arange(len(boxes)), match] >= 0.99), (index, image)
+            error = np.max(np.abs(found["masks"][image, match] - theirs))
+            assert error <= 1e-3, (index, image, error)
