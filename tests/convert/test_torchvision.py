@@ -203,3 +203,39 @@ def test_mask_probabilities_equal_torchvision(maskrcnn):
             assert np.all(overlaps[np.arange(len(boxes)), match] >= 0.99), (index, image)
             error = np.max(np.abs(found["masks"][image, match] - theirs))
             assert error <= 1e-3, (index, image, error)
+
+
+def test_convert_then_predict_on_the_command_line(tmp_path, capsys, raccoon):
+    """`keras-fpn convert` from a .safetensors weights file writes a run folder that `keras-fpn predict` uses;
+    without a file and without torchvision, the error says how to pass one."""
+    from safetensors.numpy import save_file
+
+    from keras_fpn import cli
+
+    weights, _ = _load("retinanet_resnet50_fpn")
+    save_file(weights, str(tmp_path / "retinanet.safetensors"))
+    run = tmp_path / "run"
+    assert cli.main(["convert", "torchvision:retinanet_resnet50_fpn", "--weights",
+                     str(tmp_path / "retinanet.safetensors"), "--output-dir", str(run)]) == 0
+    run_file = json.loads((run / "run.json").read_text())
+    assert run_file["class_names"][1] == "person" and len(run_file["class_names"]) == 91
+    photo = os.path.join(raccoon, "images", "raccoon-1.jpg")
+    assert cli.main(["predict", str(run), photo, "--output", str(tmp_path / "out.png"), "--json",
+                     str(tmp_path / "out.json"), "--score-threshold", "0.2"]) == 0
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report[0]["detections"], "random weights above 0.2 still detect something"
+    names = set(run_file["class_names"])
+    assert all(detection["class"] in names for detection in report[0]["detections"])
+    capsys.readouterr()
+    assert cli.main(["convert", "torchvision:fcos_resnet50_fpn", "--output-dir", str(run)]) == 2
+    assert "expected torchvision:NAME with NAME one of" in capsys.readouterr().err
+
+
+def test_fetching_without_torchvision_names_the_weights_option(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from keras_fpn import cli
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # as where torchvision is not installed
+    assert cli.main(["convert", "torchvision:retinanet_resnet50_fpn", "--output-dir", str(tmp_path)]) == 2
+    assert "--weights FILE" in capsys.readouterr().err
