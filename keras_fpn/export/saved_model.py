@@ -107,6 +107,23 @@ def serving_module(model, image_size, pad_to_multiple=None, label_offset=1):
         # Masks are box-relative, so not rescaled: the Object Detection API's and Model Garden's convention.
         return _normalized_outputs(detections, boxes, sizes[:, None, 0], sizes[:, None, 1], label_offset)
 
+    def serve_encoded(images):
+        def decode_and_prepare(encoded):
+            return prepare(decode_image(encoded))
+
+        return detect(*tf.map_fn(decode_and_prepare, images, fn_output_signature=prepared_spec))
+
+    def serve_tensor(images):
+        return detect(*tf.map_fn(prepare, images, fn_output_signature=prepared_spec))
+
+    return _detector_module(model, serve_encoded, serve_tensor)
+
+
+def _detector_module(model, serve_encoded, serve_tensor):
+    """The `tf.Module` with the two signatures' functions: `serve_encoded(strings [batch])` and
+    `serve_tensor(uint8 [batch, height, width, 3])`, the latter after a check of the channel count."""
+    import tensorflow as tf
+
     class DetectorModule(tf.Module):
         def __init__(self):
             super().__init__(name="keras_fpn_detector")
@@ -114,10 +131,7 @@ def serving_module(model, image_size, pad_to_multiple=None, label_offset=1):
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
         def serve_encoded(self, images):
-            def decode_and_prepare(encoded):
-                return prepare(decode_image(encoded))
-
-            return detect(*tf.map_fn(decode_and_prepare, images, fn_output_signature=prepared_spec))
+            return serve_encoded(images)
 
         # Any channel count is let in, so that a wrong one gets an error naming it rather than TensorFlow's
         # "Specified a list with shape [?,?,?,3] from a tensor with shape [...]".
@@ -130,7 +144,7 @@ def serving_module(model, image_size, pad_to_multiple=None, label_offset=1):
             check = tf.debugging.Assert(tf.equal(channels, 3), [message])
             with tf.control_dependencies([check]):
                 images = tf.ensure_shape(tf.identity(images), [None, None, None, 3])
-            return detect(*tf.map_fn(prepare, images, fn_output_signature=prepared_spec))
+            return serve_tensor(images)
 
     return DetectorModule()
 
@@ -181,26 +195,10 @@ def _self_resizing_module(model, label_offset):
         result = _normalized_outputs(detections, boxes, height, width, label_offset)
         return {key: value[0] for key, value in result.items()}
 
-    class SelfResizingModule(tf.Module):
-        def __init__(self):
-            super().__init__(name="keras_fpn_detector")
-            self.weights = [variable.value for variable in model.variables]
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
-        def serve_encoded(self, images):
-            return tf.map_fn(lambda encoded: detect_one(decode_image(encoded)), images, fn_output_signature=spec)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8, name="images")])
-        def serve_tensor(self, images):
-            channels = tf.shape(images)[-1]
-            message = tf.strings.format(
-                "image_tensor: expected 3 channels (RGB), received {} (images of shape {}); convert grayscale or "
-                "RGBA images to RGB first", (channels, tf.shape(images)), summarize=-1)
-            with tf.control_dependencies([tf.debugging.Assert(tf.equal(channels, 3), [message])]):
-                images = tf.ensure_shape(tf.identity(images), [None, None, None, 3])
-            return tf.map_fn(detect_one, images, fn_output_signature=spec)
-
-    return SelfResizingModule()
+    return _detector_module(
+        model, lambda images: tf.map_fn(lambda encoded: detect_one(decode_image(encoded)), images,
+                                        fn_output_signature=spec),
+        lambda images: tf.map_fn(detect_one, images, fn_output_signature=spec))
 
 
 def label_offset_for(class_names):

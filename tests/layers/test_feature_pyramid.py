@@ -282,33 +282,29 @@ def test_extra_levels_use_keras_same_padding_one_pixel_later_than_torchvision():
     """The documented convention (README, "Numerics"): P6 = a stride-2 3x3 conv with Keras "same" padding, which on
     an even side pads 0 before and 1 after. With a kernel that passes only its centre tap, P6[i, j] is therefore
     C5[2i + 1, 2j + 1]; PyTorch's padding=1 (torchvision, detectron2) would give C5[2i, 2j]."""
-    fpn = FeaturePyramid(min_level=5, max_level=6, num_channels=2)
-    c5 = keras.random.normal((1, 4, 6, 2), seed=1)
+    p6, c5 = _centre_tap_p6(FeaturePyramid(min_level=5, max_level=6, num_channels=2), (1, 4, 6, 2))
+    np.testing.assert_allclose(p6[0], c5[0, 1::2, 1::2], atol=1e-6)
+    assert not np.allclose(p6[0], c5[0, 0::2, 0::2])
+
+
+def _centre_tap_p6(fpn, shape):
+    """`(P6, C5)` as NumPy for a random C5 of `shape`, with P6's conv set to pass only its kernel's centre tap."""
+    c5 = keras.random.normal(shape, seed=1)
     fpn({"C5": c5})
     conv = fpn.extra_convs["P6"]
     centre = np.zeros(tuple(conv.kernel.shape), "float32")
-    centre[1, 1] = np.eye(2)
+    centre[1, 1] = np.eye(shape[-1])
     conv.kernel.assign(centre)
     conv.bias.assign(np.zeros(tuple(conv.bias.shape), "float32"))
-    p6 = keras.ops.convert_to_numpy(fpn({"C5": c5})["P6"])
-    c5 = keras.ops.convert_to_numpy(c5)
-    np.testing.assert_allclose(p6[0], c5[0, 1::2, 1::2], atol=1e-6)
-    assert not np.allclose(p6[0], c5[0, 0::2, 0::2])
+    return keras.ops.convert_to_numpy(fpn({"C5": c5})["P6"]), keras.ops.convert_to_numpy(c5)
 
 
 def test_symmetric_extra_padding_samples_as_torchvision():
     """`extra_padding="symmetric"` pads 1 on every side (PyTorch's padding=1): with the centre-tap kernel, P6[i, j]
     is C5[2i, 2j], as in torchvision's LastLevelP6P7; the sizes stay ceil(n / 2) and the option round-trips."""
     fpn = FeaturePyramid(min_level=5, max_level=6, num_channels=2, extra_padding="symmetric")
-    c5 = keras.random.normal((1, 4, 7, 2), seed=1)
-    fpn({"C5": c5})
-    conv = fpn.extra_convs["P6"]
-    centre = np.zeros(tuple(conv.kernel.shape), "float32")
-    centre[1, 1] = np.eye(2)
-    conv.kernel.assign(centre)
-    conv.bias.assign(np.zeros(tuple(conv.bias.shape), "float32"))
-    p6 = keras.ops.convert_to_numpy(fpn({"C5": c5})["P6"])
-    np.testing.assert_allclose(p6[0], keras.ops.convert_to_numpy(c5)[0, 0::2, 0::2], atol=1e-6)
+    p6, c5 = _centre_tap_p6(fpn, (1, 4, 7, 2))
+    np.testing.assert_allclose(p6[0], c5[0, 0::2, 0::2], atol=1e-6)
     assert FeaturePyramid.from_config(fpn.get_config()).extra_padding == "symmetric"
     with pytest.raises(ValueError, match="Received extra_padding='valid'"):
         FeaturePyramid(extra_padding="valid")
