@@ -209,15 +209,22 @@ def _evaluate(args):
     image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
     data = load_dataset(args.dataset, args.split, class_names=run.get("class_names"), max_images=args.max_images,
                         image_size=image_size[0], with_masks=model.uses_masks)
+    label_map = None
     if run.get("class_names") and tuple(data.class_names) != tuple(run["class_names"]):
-        raise ValueError(f"{args.dataset} has classes {list(data.class_names)}; the model was trained on "
-                         f"{run['class_names']}.")
+        from keras_fpn.evaluation.coco import label_map_by_names
+
+        try:  # a model that knows more classes (torchvision's 91 COCO labels on a COCO JSON): matched by name
+            label_map = label_map_by_names(run["class_names"], data.class_names)
+        except ValueError:
+            raise ValueError(f"{args.dataset} has classes {list(data.class_names)}; the model was trained on "
+                             f"{run['class_names']}.") from None
+        print(f"the model's classes matched to {args.dataset}'s {len(data.class_names)} by name", flush=True)
     batches = detection_pipeline(data, args.batch_size, image_size, pad_to_multiple=model.input_multiple,
                                  with_image_info=True)
     print(f"Evaluating {args.run_path} on {args.dataset} ({data.num_images or '?'} images at {image_size})...",
           flush=True)
     metrics = evaluate_coco(model, batches, data.class_names, per_class=True, verbose=1 if args.progress else 0,
-                            iou_type=model.iou_types)
+                            iou_type=model.iou_types, label_map=label_map)
     print(f"\nCOCO metrics (pycocotools, original image coordinates) on {args.dataset}:")
     _print_metrics(metrics, data.class_names)
     if model.uses_masks:

@@ -265,3 +265,34 @@ def test_rpn_only_training_and_proposal_recall():
     metrics = evaluate_proposals(model, data, max_proposals=(10, 100))
     assert set(metrics) == {"AR10", "AR100", "AR100_small", "AR100_medium", "AR100_large"}
     assert 0.0 <= metrics["AR10"] <= metrics["AR100"] <= 1.0
+
+
+def test_a_model_with_more_classes_is_scored_on_the_datasets_by_name():
+    """torchvision's 91-label COCO layout on a dataset of two COCO classes: labels matched by name, the model's other
+    classes dropped, a dataset class the model lacks named."""
+    from keras_fpn.datasets.coco_categories import torchvision_class_names
+    from keras_fpn.evaluation.coco import label_map_by_names
+
+    names = torchvision_class_names()
+    label_map = label_map_by_names(names, ["person", "dog"])
+    assert label_map[1] == 0 and label_map[18] == 1 and label_map[0] == -1 and (label_map >= 0).sum() == 2
+
+    class Labelled(BoxEcho):
+        num_classes = 91
+
+        def predict_on_batch(self, images):
+            found = super().predict_on_batch(images)
+            # the ground-truth box as "person" (COCO id 1), and as "cat" (17, not in the dataset) scoring higher
+            found["labels"] = np.array([[1, 17]], np.int32)
+            found["boxes"] = np.array([[[40, 40, 100, 100], [40, 40, 100, 100]]], np.float32)
+            found["scores"] = np.array([[0.9, 0.95]])
+            found["num_detections"] = np.array([2])
+            return found
+
+    images = np.zeros((1, 200, 200, 3), np.float32)
+    targets = {"boxes": np.array([[[40, 40, 100, 100]]], np.float32), "labels": np.array([[0]])}
+    model = Labelled(targets["boxes"])
+    metrics = evaluate_coco(model, [(images, targets)], ["person", "dog"], per_class=True, label_map=label_map)
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AP/person"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"classes \['raccoon'\] are not among the model's"):
+        label_map_by_names(names, ["raccoon", "dog"])

@@ -191,7 +191,32 @@ def collect_detections(model, dataset, verbose=0, with_masks=False):
     return ground_truth, detections
 
 
-def evaluate_coco(model, dataset, class_names=None, per_class=False, verbose=0, iou_type="bbox"):
+def label_map_by_names(model_names, dataset_names):
+    """int array `[len(model_names)]`: each model label's label in the dataset, by class name, -1 where the dataset
+    has no such class (e.g. a model with torchvision's 91 COCO labels on a COCO JSON's 80 categories).
+
+    Raises:
+        ValueError: a dataset class the model does not know, naming it.
+    """
+    index = {name: position for position, name in enumerate(dataset_names)}
+    unknown = [name for name in dataset_names if name not in set(model_names)]
+    if unknown:
+        raise ValueError(f"The dataset's classes {unknown} are not among the model's {list(model_names)}.")
+    return np.array([index.get(name, -1) for name in model_names], np.int64)
+
+
+def remap_detections(detections, label_map):
+    """`collect_detections`' detections with each label `l` replaced by `label_map[l]`; those mapped to -1 are
+    dropped."""
+    remapped = []
+    for boxes, scores, labels, *masks in detections:
+        mapped = label_map[np.asarray(labels, np.int64)]
+        keep = mapped >= 0
+        remapped.append((boxes[keep], scores[keep], mapped[keep], *(mask[keep] for mask in masks)))
+    return remapped
+
+
+def evaluate_coco(model, dataset, class_names=None, per_class=False, verbose=0, iou_type="bbox", label_map=None):
     """COCO metrics of `model` on `dataset`, by pycocotools.
 
     Args:
@@ -204,6 +229,9 @@ def evaluate_coco(model, dataset, class_names=None, per_class=False, verbose=0, 
         verbose: int. 1 shows a progress bar over batches.
         iou_type: `"bbox"` (default), `"segm"` (mask AP of a `MaskRCNN` on data with `"masks"`), or
             `("bbox", "segm")`: both, the mask numbers under `"mask_AP"`, `"mask_AP50"`, ...
+        label_map: None (the model's labels are the dataset's), or an int array from each model label to the
+            dataset's label, -1 for classes the dataset lacks (`label_map_by_names`); `class_names` are then the
+            dataset's.
 
     Returns:
         dict of `coco_metrics`.
@@ -214,9 +242,14 @@ def evaluate_coco(model, dataset, class_names=None, per_class=False, verbose=0, 
     ground_truth, detections = collect_detections(model, dataset, verbose, with_masks="segm" in iou_types)
     if not ground_truth:
         raise ValueError("The evaluation dataset is empty.")
+    num_classes = model.num_classes
+    if label_map is not None:
+        label_map = np.asarray(label_map, np.int64)
+        detections = remap_detections(detections, label_map)
+        num_classes = len(class_names) if class_names is not None else int(label_map.max()) + 1
     metrics = {}
     for kind in iou_types:
-        found = coco_metrics(ground_truth, detections, model.num_classes, class_names, per_class, kind)
+        found = coco_metrics(ground_truth, detections, num_classes, class_names, per_class, kind)
         prefix = "mask_" if kind == "segm" and len(iou_types) > 1 else ""
         metrics.update({prefix + key: value for key, value in found.items()})
     return metrics
