@@ -41,7 +41,7 @@ _DELTA_ORDER = (1, 0, 3, 2)
 
 def load_state_dict(source):
     """`{name: np.ndarray}` from a mapping of names to arrays or tensors, or from a `.safetensors` / `.pth` /
-    `.pt` file (the latter needs torch: `pip install keras_fpn[torch]`)."""
+    `.pt` file (the latter needs torch: `pip install -e ".[torch]"` in the repository)."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.isfile(path):
@@ -53,7 +53,7 @@ def load_state_dict(source):
         try:
             import torch
         except ImportError:
-            raise ImportError(f"Reading {path!r} needs PyTorch (`pip install keras_fpn[torch]`), or save the "
+            raise ImportError(f"Reading {path!r} needs PyTorch (`pip install -e '.[torch]'` in the repository), or save the "
                               "state dict as .safetensors, which reads without it.") from None
         source = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(source, dict) and "model" in source and isinstance(source["model"], dict):
