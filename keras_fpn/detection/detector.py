@@ -19,6 +19,7 @@ from keras.utils import bounding_boxes
 from keras_fpn.backbones.fpn_backbone import FPNBackbone
 from keras_fpn.detection import checks
 from keras_fpn.layers.levels import level_key
+from keras_fpn.ops.boxes import to_original
 from keras_fpn.utils.distribute import build_optimizer_before_tracing, num_replicas
 
 # Keras's `fit(x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle, ...)`:
@@ -184,13 +185,14 @@ def pad_to_multiple(images, multiple, pad_value=None):
 PIXEL_FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw")
 
 
-def scale_boxes(boxes, ratios, bounding_box_format):
-    """Boxes `[batch, N, 4]` in a pixel `bounding_box_format` times per-image `(y, x)` ratios `[batch, 2]` (back to
-    the original image's pixels, as torchvision's `resize_boxes`)."""
-    y, x = ratios[:, 0][:, None], ratios[:, 1][:, None]
-    axes = {"xyxy": (x, y, x, y), "yxyx": (y, x, y, x), "xywh": (x, y, x, y), "center_xywh": (x, y, x, y),
-            "center_yxhw": (y, x, y, x)}[bounding_box_format]
-    return boxes * ops.stack(axes, axis=-1)
+def to_input_pixels(boxes, ratios, resized_height, resized_width, bounding_box_format):
+    """Boxes `[batch, N, 4]` in a pixel `bounding_box_format` of the resized input, back in the original input's
+    pixels (torchvision's `resize_boxes`): `keras_fpn.ops.boxes.to_original` with the scale `1 / ratios`."""
+    boxes = bounding_boxes.convert_format(boxes, bounding_box_format, "xyxy", height=resized_height,
+                                          width=resized_width)
+    original = ratios * ops.cast(ops.stack([resized_height, resized_width]), "float32")[None]
+    boxes = to_original(boxes, (1.0 / ratios)[:, None, :], original[:, None, :])
+    return bounding_boxes.convert_format(boxes, "xyxy", bounding_box_format)
 
 
 def content_limits(image_sizes, height, width, rank):
@@ -480,12 +482,13 @@ class Detector(keras.Model):
             if image_sizes is None:
                 image_sizes = padded_sizes
             return self.detect(checks.check_images(images, self.input_multiple), image_sizes)
-        checks.check_images(images, 1)
+        images = checks.check_images(images, 1)
         resized, content_sizes, ratios = resize_to_range(images, image_sizes, self.resize_min_size,
                                                          self.resize_max_size)
-        resized = pad_to_multiple(resized, self.input_multiple, self.backbone.pad_value)
-        detections = self.detect(resized, content_sizes)
-        detections["boxes"] = scale_boxes(detections["boxes"], ratios, self.bounding_box_format)
+        height, width = image_size(resized)
+        detections = self.detect(pad_to_multiple(resized, self.input_multiple, self.backbone.pad_value),
+                                 content_sizes)
+        detections["boxes"] = to_input_pixels(detections["boxes"], ratios, height, width, self.bounding_box_format)
         return detections
 
     def _stateless_predict_step(self, state, data):
