@@ -199,9 +199,8 @@ def _print_metrics(metrics, class_names):
 
 
 def _evaluate(args):
-    from keras_fpn.datasets import detection_pipeline
     from keras_fpn.datasets.spec import load_dataset
-    from keras_fpn.evaluation import evaluate_coco
+    from keras_fpn.evaluation import evaluate_coco, evaluation_batches
     from keras_fpn.training import load_run
 
     model, run = load_run(args.run_path)
@@ -219,10 +218,10 @@ def _evaluate(args):
             raise ValueError(f"{args.dataset} has classes {list(data.class_names)}; the model was trained on "
                              f"{run['class_names']}.") from None
         print(f"the model's classes matched to {args.dataset}'s {len(data.class_names)} by name", flush=True)
-    batches = detection_pipeline(data, args.batch_size, image_size, pad_to_multiple=model.input_multiple,
-                                 with_image_info=True)
-    print(f"Evaluating {args.run_path} on {args.dataset} ({data.num_images or '?'} images at {image_size})...",
-          flush=True)
+    batches = evaluation_batches(model, data, args.batch_size, image_size)
+    sizes = (f"at {image_size}" if model.resize_min_size is None else
+             f"resized by the model to short side {model.resize_min_size}, long side at most {model.resize_max_size}")
+    print(f"Evaluating {args.run_path} on {args.dataset} ({data.num_images or '?'} images {sizes})...", flush=True)
     metrics = evaluate_coco(model, batches, data.class_names, per_class=True, verbose=1 if args.progress else 0,
                             iou_type=model.iou_types, label_map=label_map)
     print(f"\nCOCO metrics (pycocotools, original image coordinates) on {args.dataset}:")

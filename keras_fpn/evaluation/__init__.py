@@ -1,6 +1,6 @@
 from keras_fpn.evaluation.callback import COCOEvaluation
 from keras_fpn.evaluation.coco import (METRIC_NAMES, coco_metrics, collect_detections, evaluate_coco,
-                                       evaluate_proposals, proposal_recall)
+                                       evaluate_proposals, evaluation_batches, proposal_recall)
 
 __all__ = ["COCOEvaluation", "METRIC_NAMES", "coco_metrics", "collect_detections", "evaluate_coco", "evaluate_proposals",
-           "proposal_recall"]
+           "evaluation_batches", "proposal_recall"]

@@ -216,6 +216,21 @@ def remap_detections(detections, label_map):
     return remapped
 
 
+def evaluation_batches(model, data, batch_size, image_size):
+    """Batches of `data` (`DetectionData` or its dataset) as `model` is scored on them, with the image information
+    that maps boxes back to the originals: resized to fit `image_size` and padded to `model.input_multiple`, or,
+    for a model that resizes its input itself (`resize_min_size`: the converted torchvision models), each image
+    alone at its own size: resizing here as well would resize twice (and by another rule than the model's
+    short-side / long-side one for portrait images), and the model resizes a batch by one scale, the input's,
+    while torchvision resizes each image by its own (`batch_size` is then 1, and the model pads)."""
+    from keras_fpn.datasets import detection_pipeline
+
+    multiple = model.input_multiple
+    if getattr(model, "resize_min_size", None) is not None:
+        batch_size, image_size, multiple = 1, None, 1
+    return detection_pipeline(data, batch_size, image_size, pad_to_multiple=multiple, with_image_info=True)
+
+
 def evaluate_coco(model, dataset, class_names=None, per_class=False, verbose=0, iou_type="bbox", label_map=None):
     """COCO metrics of `model` on `dataset`, by pycocotools.
 
