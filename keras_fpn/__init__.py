@@ -15,6 +15,7 @@ _EXPORTS = {
     "MaskRCNN": "keras_fpn.detection.mask_rcnn",
     "PredictionHead": "keras_fpn.detection.prediction_head",
     "RetinaNet": "keras_fpn.detection.retinanet",
+    "convert": "keras_fpn.convert",
     "datasets": "keras_fpn.datasets",
     "detection": "keras_fpn.detection",
     "evaluation": "keras_fpn.evaluation",

@@ -35,6 +35,10 @@ TORCHVISION_MODELS = {
 # last, so keras_fpn's label 0 (torchvision's unused "__background__" id) gets this constant logit and a softmax
 # probability of exactly 0 in float32, and every other probability equals torchvision's.
 NEVER_LOGIT = -1e4
+# What `from_torchvision(..., num_classes=K)` leaves out: the parameters whose shape depends on the classes (the
+# R-CNN box predictor's class scores and per-class deltas, RetinaNet's class logits, the mask logits).
+CLASS_PREDICTORS = ("head.classification_head.cls_logits.", "roi_heads.box_predictor.",
+                    "roi_heads.mask_predictor.mask_fcn_logits.")
 # keras_fpn's box deltas (dy, dx, dh, dw), as positions in torchvision's (dx, dy, dw, dh).
 _DELTA_ORDER = (1, 0, 3, 2)
 
@@ -256,13 +260,17 @@ def assign(pairs, state_dict, what="torchvision"):
         variable.assign(value)
 
 
-def from_torchvision(name, state_dict, **kwargs):
+def from_torchvision(name, state_dict, num_classes=None, **kwargs):
     """A keras_fpn model holding the weights of torchvision's detection model `name`.
 
     Args:
         name: a torchvision model builder name (`TORCHVISION_MODELS`), e.g. `"retinanet_resnet50_fpn"`.
         state_dict: that model's `state_dict()` (names to tensors or arrays), or the path of a `.safetensors` or
             `.pth` file of it (`load_state_dict`).
+        num_classes: None (torchvision's 91 COCO labels), or the class count of a new dataset: the model then gets
+            a new, freshly initialised class head, and everything else is converted (`CLASS_PREDICTORS` lists
+            what is left out). This is fine-tuning as torchvision's detection tutorial does it, where
+            `roi_heads.box_predictor` (and the mask logits) are replaced.
         **kwargs: constructor arguments overriding the record's (e.g. `score_threshold`, `resize_min_size`).
 
     Returns:
@@ -275,7 +283,32 @@ def from_torchvision(name, state_dict, **kwargs):
 
     if name not in TORCHVISION_MODELS:
         raise ValueError(f"Received torchvision model {name!r}; convertible models: {sorted(TORCHVISION_MODELS)}.")
-    state_dict = load_state_dict(state_dict)
-    model = models.build(TORCHVISION_MODELS[name], backbone_weights=None, **kwargs)
-    assign(model_pairs(model), state_dict)
+    state_dict = _modern_names(load_state_dict(state_dict))
+    record = models.get(TORCHVISION_MODELS[name])
+    model = models.build(record["name"], num_classes=num_classes, backbone_weights=None, **kwargs)
+    pairs = model_pairs(model)
+    if num_classes is not None and num_classes != record["num_classes"]:
+        pairs = [pair for pair in pairs if not pair[0].startswith(CLASS_PREDICTORS)]
+        state_dict = {key: value for key, value in state_dict.items() if not key.startswith(CLASS_PREDICTORS)}
+    assign(pairs, state_dict)
     return model
+
+
+def parameter_shapes(name):
+    """`{parameter name: shape}` of torchvision's model `name` as its `state_dict()` has them (BatchNorm's
+    `num_batches_tracked` aside), read from the keras_fpn model that holds them: what a weights file must hold."""
+    from keras_fpn import models
+
+    if name not in TORCHVISION_MODELS:
+        raise ValueError(f"Received torchvision model {name!r}; convertible models: {sorted(TORCHVISION_MODELS)}.")
+    model = models.build(TORCHVISION_MODELS[name], backbone_weights=None)
+    shapes = {}
+    for torch_name, variable, _ in model_pairs(model):
+        shape = tuple(variable.shape)
+        # Keras (kh, kw, in, out) -> PyTorch (out, in, kh, kw) (a transposed conv's (kh, kw, out, in) -> (in, out,
+        # kh, kw) alike); Dense (in, out) -> Linear (out, in); vectors as they are.
+        shape = {4: lambda s: (s[3], s[2], s[0], s[1]), 2: lambda s: (s[1], s[0])}.get(len(shape), lambda s: s)(shape)
+        if torch_name.startswith("roi_heads.box_predictor.cls_score."):  # keras_fpn's extra label-0 row
+            shape = (shape[0] - 1,) + shape[1:]
+        shapes[torch_name] = shape
+    return shapes

@@ -239,3 +239,54 @@ def test_fetching_without_torchvision_names_the_weights_option(tmp_path, capsys,
     monkeypatch.setitem(sys.modules, "torchvision", None)  # as where torchvision is not installed
     assert cli.main(["convert", "torchvision:retinanet_resnet50_fpn", "--output-dir", str(tmp_path)]) == 2
     assert "--weights FILE" in capsys.readouterr().err
+
+
+def test_parameter_shapes_are_torchvisions():
+    """`parameter_shapes` (what a weights file must hold) gives the names and shapes of torchvision's own state
+    dicts, recorded when the reference was made."""
+    from keras_fpn.convert import parameter_shapes
+
+    for name in ("fasterrcnn_resnet50_fpn", "retinanet_resnet50_fpn"):
+        with open(os.path.join(FIXTURES, f"{name}.json")) as file:
+            shapes = {key: tuple(shape) for key, shape in json.load(file)["shapes"].items()
+                      if not key.endswith("num_batches_tracked")}
+        assert parameter_shapes(name) == shapes, name
+
+
+def test_a_new_class_head_keeps_everything_else(fasterrcnn):
+    """`from_torchvision(..., num_classes=K)` (fine-tuning on new classes) converts every weight but the class
+    predictor's, which is new and sized for K classes."""
+    from keras_fpn.convert.torchvision import CLASS_PREDICTORS
+
+    converted, weights, _ = fasterrcnn
+    model = from_torchvision("fasterrcnn_resnet50_fpn", weights, num_classes=2)
+    predictor = model.roi_heads.box_predictor
+    assert model.num_classes == 2 and predictor.cls_score.kernel.shape == (1024, 3)
+    assert predictor.bbox_pred.kernel.shape == (1024, 8)
+    new = {id(variable) for name, variable, _ in model_pairs(model) if name.startswith(CLASS_PREDICTORS)}
+    assert len(new) == 4
+    theirs = {name: variable for name, variable, _ in model_pairs(converted)}
+    kept = [(name, variable) for name, variable, _ in model_pairs(model) if id(variable) not in new]
+    assert len(kept) == len(theirs) - 4
+    for name, variable in kept:
+        np.testing.assert_array_equal(ops.convert_to_numpy(variable), ops.convert_to_numpy(theirs[name]), name)
+
+
+def test_evaluation_gives_a_self_resizing_model_the_original_images(retinanet, raccoon):
+    """`evaluation_batches` (what `keras-fpn evaluate` scores a model on) leaves a converted model's resizing to the
+    model: the detections `evaluate` scores on a landscape and a portrait photograph are those `predict` finds in
+    each photograph alone, as torchvision resizes each image by its own size."""
+    from keras_fpn.datasets import load_voc
+    from keras_fpn.evaluation import collect_detections, evaluation_batches
+
+    model = retinanet[0]
+    data = load_voc(raccoon, split=["raccoon-1.jpg", "raccoon-103.jpg"])  # 650 x 417 and 480 x 640
+    _, detections = collect_detections(model, evaluation_batches(model, data, 2, (256, 256)))
+    assert len(detections) == 2
+    for (image, _), (boxes, scores, labels) in zip(data.dataset, detections):
+        alone = model.predict(image[None], verbose=0)
+        count = int(alone["num_detections"][0])
+        assert count > 0
+        theirs = (alone["boxes"][0, :count], alone["scores"][0, :count], alone["labels"][0, :count])
+        assert matched_fraction(boxes, scores, labels, *theirs, iou=0.99, score=1e-4) >= 0.99, image.shape
+        assert matched_fraction(*theirs, boxes, scores, labels, iou=0.99, score=1e-4) >= 0.99, image.shape
