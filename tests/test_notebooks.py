@@ -8,6 +8,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
+# What a notebook must print, besides "small settings" (regular expressions).
+PRINTS = {"04_coco_weights": [r"[1-9]\d* detections in a 650x417 photograph", r"\n  \w+ +0\.\d\d  \[",
+                              r"classes \('raccoon',\)", r"AP50  \d\.\d{3}", "saved fasterrcnn_raccoon.keras"]}
 
 
 def _read(path):
@@ -16,9 +19,9 @@ def _read(path):
     return nbformat.read(str(path), as_version=4)
 
 
-def test_there_are_the_three_notebooks():
+def test_there_are_the_four_notebooks():
     assert [path.name for path in NOTEBOOKS] == ["01_feature_pyramid.ipynb", "02_finetune_voc.ipynb",
-                                                 "03_export_and_serve.ipynb"]
+                                                 "03_export_and_serve.ipynb", "04_coco_weights.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
@@ -41,7 +44,9 @@ def test_notebook_opens_with_a_colab_badge_and_an_install_cell(path):
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the notebooks export SavedModels")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_notebook_runs_top_to_bottom_with_small_settings(path, raccoon, tmp_path, monkeypatch):
-    _run_small(path, raccoon, tmp_path, monkeypatch)
+    text = _run_small(path, raccoon, tmp_path, monkeypatch)
+    for expected in PRINTS.get(path.stem, ()):
+        assert re.search(expected, text), (expected, text[-2000:])
 
 
 @pytest.mark.slow
