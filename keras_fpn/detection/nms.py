@@ -17,6 +17,7 @@ import keras
 from keras import ops
 
 from keras_fpn.detection.box_coding import batched_iou
+from keras_fpn.ops.portable import is_portable
 
 
 def class_nms(boxes, scores, classes, max_detections=100, iou_threshold=0.5, score_threshold=0.05):
@@ -70,6 +71,40 @@ def class_nms(boxes, scores, classes, max_detections=100, iou_threshold=0.5, sco
             "num_detections": ops.sum(ops.cast(valid, "int32"), axis=1)}
 
 
+def offset_nms(boxes, scores, classes, max_detections=100, iou_threshold=0.5, score_threshold=0.05):
+    """Per-class NMS as one class-agnostic NMS per image, on boxes shifted apart by class so that boxes of
+    different classes never overlap: torchvision's `batched_nms` "coordinate trick" (what it exports to ONNX).
+    The NMS is TensorFlow's `NonMaxSuppressionV5`, which LiteRT runs as the builtin `NON_MAX_SUPPRESSION_V5` and
+    tf2onnx converts to ONNX `NonMaxSuppression`. Same arguments and result as `class_nms` (TensorFlow only): the
+    same detections as the combined NMS, up to ties and to the rounding of the shifted coordinates (1e-2 px at
+    COCO's 91 classes and 1333-pixel images)."""
+    import tensorflow as tf
+
+    boxes = tf.cast(boxes, tf.float32)
+    scores = tf.cast(scores, tf.float32)
+    classes = tf.cast(classes, tf.int32)
+    offset = tf.reduce_max(tf.abs(boxes)) + 1.0
+    shifted = boxes + (tf.cast(classes, tf.float32) * offset)[..., None]
+
+    def one_image(inputs):
+        image_boxes, image_scores = inputs
+        indices, _, count = tf.raw_ops.NonMaxSuppressionV5(
+            boxes=image_boxes, scores=image_scores, max_output_size=max_detections, iou_threshold=iou_threshold,
+            score_threshold=score_threshold, soft_nms_sigma=0.0, pad_to_max_output_size=True)
+        return tf.where(tf.range(max_detections) < count, indices, -1)
+
+    if shifted.shape[0] is not None:  # a fixed batch (LiteRT's): unrolled, no loop in the graph
+        kept = tf.stack([one_image((shifted[i], scores[i])) for i in range(shifted.shape[0])])
+    else:
+        kept = tf.map_fn(one_image, (shifted, scores), fn_output_signature=tf.TensorSpec([max_detections], tf.int32))
+    valid = kept >= 0
+    index = tf.maximum(kept, 0)
+    return {"boxes": tf.where(valid[..., None], tf.gather(boxes, index, batch_dims=1), 0.0),
+            "scores": tf.where(valid, tf.gather(scores, index, batch_dims=1), 0.0),
+            "labels": tf.where(valid, tf.gather(classes, index, batch_dims=1), -1),
+            "num_detections": tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)}
+
+
 def detection_nms(boxes, scores, classes=None, num_classes=None, max_detections=100, iou_threshold=0.5,
                   score_threshold=0.05):
     """Per-class NMS for detection decoding on any backend: TensorFlow's `combined_non_max_suppression` under the
@@ -86,7 +121,7 @@ def detection_nms(boxes, scores, classes=None, num_classes=None, max_detections=
         dict: `boxes`, `scores`, `labels` (-1 past `num_detections`), `num_detections`, as `class_nms`.
     """
     class_specific = classes is None
-    if keras.backend.backend() == "tensorflow":
+    if keras.backend.backend() == "tensorflow" and not is_portable():
         import tensorflow as tf
 
         if not class_specific:
@@ -107,6 +142,8 @@ def detection_nms(boxes, scores, classes=None, num_classes=None, max_detections=
         classes = ops.broadcast_to(ops.arange(num_classes, dtype="int32")[None, None, :], (batch, count, num_classes))
         classes = ops.reshape(classes, (batch, -1))
         scores = ops.reshape(scores, (batch, -1))
+    if is_portable():
+        return offset_nms(boxes, scores, classes, max_detections, iou_threshold, score_threshold)
     detections = class_nms(boxes, scores, classes, max_detections, iou_threshold, score_threshold)
     del detections["indices"]
     return detections

@@ -11,6 +11,8 @@ import math
 import keras
 from keras import ops
 
+from keras_fpn.ops.portable import is_portable
+
 # The FPN paper's Eq. 1: an RoI of w x h pixels is pooled from level
 #   k = floor(k0 + log2(sqrt(w h) / 224)),  k0 = 4,
 # clamped to the levels the RoI heads read (P2-P5). 224 is the ImageNet pre-training size; an RoI of that size
@@ -86,7 +88,8 @@ def multilevel_roi_align(features, boxes, min_level, max_level, pool_size=7, sam
         boxes: `[batch, R, 4]` pixel `xyxy` boxes in the input image's coordinates.
         min_level, max_level: ints, the levels boxes may be pooled from.
         pool_size: int, default 7, output bins per side. sampling_ratio: int, default 2 (torchvision's).
-        implementation: None (`"crop_and_resize"` under the TensorFlow backend, `"gather"` elsewhere), or either
+        implementation: None (`"crop_and_resize"` under the TensorFlow backend, `"gather"` elsewhere and within
+            `keras_fpn.ops.portable.portable()`), or either
             name. crop_and_resize is TensorFlow's op; gather is `keras.ops` and jit-able.
         aligned: bool, default True; False is torchvision's `MultiScaleRoIAlign` (`map_corners`).
 
@@ -94,7 +97,9 @@ def multilevel_roi_align(features, boxes, min_level, max_level, pool_size=7, sam
         `[batch, R, pool_size, pool_size, C]` float32.
     """
     if implementation is None:
-        implementation = "crop_and_resize" if keras.backend.backend() == "tensorflow" else "gather"
+        # crop_and_resize is neither a LiteRT builtin nor an ONNX op: graphs traced for them gather.
+        implementation = ("crop_and_resize" if keras.backend.backend() == "tensorflow" and not is_portable()
+                          else "gather")
     if implementation == "gather":
         return _roi_align_gather(features, boxes, min_level, max_level, pool_size, sampling_ratio, canonical_size,
                                  canonical_level, aligned)
@@ -209,5 +214,11 @@ def _roi_align_gather(features, boxes, min_level, max_level, pool_size, sampling
     samples = sample_regions(flat, base, height, width, map_corners(boxes, stride, aligned),
                              pool_size * sampling_ratio)
     channels = flat.shape[-1]
-    samples = ops.reshape(samples, (batch, count, pool_size, sampling_ratio, pool_size, sampling_ratio, channels))
-    return ops.mean(samples, axis=(3, 5))
+    # The mean of each bin's sampling_ratio x sampling_ratio samples, as sums of slices of 3-D tensors (rows, then
+    # columns): LiteRT's builtin STRIDED_SLICE takes at most 5 dimensions, and its XNNPACK delegate fails on a 7-D
+    # MEAN.
+    rows = ops.reshape(samples, (-1, sampling_ratio, pool_size * sampling_ratio * channels))
+    rows = sum(rows[:, row] for row in range(sampling_ratio))
+    columns = ops.reshape(rows, (-1, sampling_ratio, channels))
+    total = sum(columns[:, column] for column in range(sampling_ratio))
+    return ops.reshape(total, (batch, count, pool_size, pool_size, channels)) / float(sampling_ratio ** 2)

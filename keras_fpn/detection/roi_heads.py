@@ -224,7 +224,10 @@ class RoIHeads(keras.layers.Layer):
         pooled = multilevel_roi_align(features, rois, self.min_level, self.max_level, pool_size,
                                       self.sampling_ratio, aligned=self.aligned)
         batch, count = ops.shape(rois)[0], ops.shape(rois)[1]
-        return ops.reshape(pooled, (batch * count, pool_size, pool_size, -1))
+        # The channel count kept static (not -1): a convolution on an unknown channel count is compiled with XLA
+        # by Keras's TensorFlow backend, which tf2onnx cannot convert.
+        channels = pooled.shape[-1] if pooled.shape[-1] is not None else -1
+        return ops.reshape(pooled, (batch * count, pool_size, pool_size, channels))
 
     def box_outputs(self, features, rois):
         """Class logits `[batch, R, K + 1]` (background last) and class-specific deltas `[batch, R, K, 4]` of
