@@ -237,9 +237,14 @@ def _export(args):
     from keras_fpn.export import export_saved_model
     from keras_fpn.training import load_run
 
+    if args.format != "saved_model" and args.dtype != "float32":
+        raise ValueError(f"Received --dtype {args.dtype} with --format {args.format}; the LiteRT and ONNX exports "
+                         "are float32 (LiteRT's own quantization makes them smaller).")
     model, run = load_run(args.run_path)
     model = _with_dtype(model, args.dtype)
     image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
+    if args.format != "saved_model":
+        return _export_file(model, run, args, image_size)
     path = export_saved_model(model, args.export_dir, version=args.version, image_size=image_size,
                               new_version=args.new_version, class_names=run.get("class_names"))
     print(f"exported {args.run_path} for TF Serving to {path} (images resized to fit {image_size}); signatures "
@@ -250,6 +255,20 @@ def _export(args):
         offset = label_offset_for(run["class_names"])
         first = run["class_names"][1 - offset]
         print(f"detection_classes are 1-based: 1 = {first!r}, ... (from run.json)")
+    return 0
+
+
+def _export_file(model, run, args, image_size):
+    """`keras-fpn export --format litert|onnx`: one file, EXPORT_DIR/model.tflite or model.onnx."""
+    suffix = {"litert": "tflite", "onnx": "onnx"}[args.format]
+    os.makedirs(args.export_dir, exist_ok=True)
+    path = os.path.join(args.export_dir, f"model.{suffix}")
+    print(f"exporting {args.run_path} as {args.format} (converting takes a while)...", flush=True)
+    options = {"select_tf_ops": args.select_tf_ops} if args.format == "litert" else {}
+    model.export(path, format=args.format, image_size=image_size, class_names=run.get("class_names"),
+                 verbose=True, **options)
+    print(f"{os.path.getsize(path) / 1e6:.1f} MB; the label map (run.json's class names) is in the file's metadata "
+          "(keras_fpn.export.read_metadata)")
     return 0
 
 
@@ -444,9 +463,19 @@ def build_parser():
     evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     evaluate.set_defaults(run=_evaluate)
 
-    export = commands.add_parser("export", help="export a trained model as a SavedModel for TF Serving")
+    export = commands.add_parser("export", help="export a trained model: a SavedModel for TF Serving, a LiteRT "
+                                                 "(TFLite) file or an ONNX file")
     add_run(export)
-    export.add_argument("--export-dir", required=True, help="base folder; the model goes to EXPORT_DIR/VERSION")
+    export.add_argument("--format", choices=("saved_model", "litert", "onnx"), default="saved_model",
+                        help="saved_model (TF Serving: encoded images of any size, default), litert (phones: "
+                             "EXPORT_DIR/model.tflite) or onnx (onnxruntime and other runtimes: EXPORT_DIR/model.onnx); "
+                             "litert and onnx take uint8 images of the --image-size and hold decoding and NMS")
+    export.add_argument("--export-dir", required=True,
+                        help="saved_model: the base folder, the model goes to EXPORT_DIR/VERSION; litert, onnx: the "
+                             "folder of the file")
+    export.add_argument("--select-tf-ops", action=argparse.BooleanOptionalAction, default=None,
+                        help="litert: allow TensorFlow's Select ops (needs the Flex delegate) or refuse them "
+                             "(--no-select-tf-ops); default: builtin ops where the model converts with them")
     export.add_argument("--version", type=int, help="default: the next free version number")
     export.add_argument("--new-version", action="store_true",
                         help="add a version beside the ones in EXPORT_DIR (only ever of the same model: class, "

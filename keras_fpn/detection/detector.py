@@ -501,6 +501,19 @@ class Detector(keras.Model):
         return outputs, [new if new is not None else old for new, old in zip(updated, non_trainable)]
 
 
+    # -- export ---------------------------------------------------------------------------------------------------
+
+    def export(self, filepath, format="tf_saved_model", verbose=True, input_signature=None, **kwargs):
+        """Keras's `model.export`, with the whole detector inside: uint8 images of one fixed size in, detections
+        out (the backbone's preprocessing, decoding, NMS, boxes in input pixels), for `format` `"tf_saved_model"`,
+        `"litert"` (a `.tflite` file) or `"onnx"` (an `.onnx` file). Arguments and outputs:
+        `keras_fpn.export.formats.export_detector` (`image_size=(height, width)` when the model takes any size,
+        `class_names` for the label map). For TF Serving (encoded images of any size, resized inside) use
+        `keras_fpn.export.export_saved_model`."""
+        from keras_fpn.export.formats import export_detector
+
+        return export_detector(self, filepath, format, verbose=verbose, input_signature=input_signature, **kwargs)
+
     # -- precision -----------------------------------------------------------------------------------------------
 
     def with_dtype(self, dtype="bfloat16"):

@@ -1,0 +1,220 @@
+"""`model.export(path, format="litert" | "onnx" | "tf_saved_model")`: the whole detector in one file, equal to
+`predict` on the same images (boxes within 1 px, the same labels, scores within 1e-3), with builtin ops only where
+LiteRT has them, and named errors where a format cannot hold a model."""
+
+import keras
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the exporters convert TF graphs"),
+              pytest.mark.xdist_group("formats")]
+
+from keras_fpn.export import read_metadata  # noqa: E402
+from tests.testing import tiny_convnet, tiny_retinanet  # noqa: E402
+
+IMAGE_SIZE = (96, 128)
+CLASS_NAMES = ("circle", "square", "triangle")
+
+
+def _images(count, seed=0):
+    """uint8 images with a few filled rectangles, so that detections differ in place and score."""
+    rng = np.random.RandomState(seed)
+    images = rng.randint(0, 60, (count, *IMAGE_SIZE, 3)).astype(np.uint8)
+    for image in images:
+        for _ in range(4):
+            y, x = rng.randint(0, IMAGE_SIZE[0] - 24), rng.randint(0, IMAGE_SIZE[1] - 24)
+            image[y : y + rng.randint(8, 24), x : x + rng.randint(8, 24)] = rng.randint(100, 255, 3)
+    return images
+
+
+@pytest.fixture(scope="module")
+def retinanet():
+    # prior_probability=0.3: random weights then score plenty of detections, spread apart.
+    model = tiny_retinanet(prior_probability=0.3)
+    model.predict_on_batch(_images(1))
+    return model
+
+
+@pytest.fixture(scope="module")
+def mask_rcnn():
+    """A Mask R-CNN: its export holds Faster R-CNN's two stages (RPN, proposals, RoIAlign, box head) and masks."""
+    from keras_fpn import MaskRCNN
+
+    model = MaskRCNN(3, backbone=tiny_convnet(), backbone_weights=None, num_channels=16, head_dim=32,
+                     mask_head_filters=16, rpn_pre_nms_topk_test=100, rpn_post_nms_topk_test=50,
+                     score_threshold=0.2, seed=1)
+    model.predict_on_batch(_images(1))
+    return model
+
+
+def matched(expected, found, box_tolerance=1.0, score_tolerance=1e-3):
+    """Fraction of `expected`'s detections (dict of `boxes`, `scores`, `labels`, `count`) that `found` has too:
+    the same label, every box coordinate within `box_tolerance` pixels and the score within `score_tolerance`
+    (a set comparison: exported graphs may order exactly tied scores differently)."""
+    if expected["count"] == 0:
+        return 1.0
+    boxes, other = expected["boxes"][: expected["count"]], found["boxes"][: found["count"]]
+    close = np.max(np.abs(boxes[:, None, :] - other[None, :, :]), axis=-1) <= box_tolerance
+    close &= expected["labels"][: expected["count"], None] == found["labels"][None, : found["count"]]
+    close &= np.abs(expected["scores"][: expected["count"], None]
+                    - found["scores"][None, : found["count"]]) <= score_tolerance
+    return float(np.mean(np.any(close, axis=1)))
+
+
+def _predicted(model, images):
+    """`predict`'s detections per image, boxes as [ymin, xmin, ymax, xmax] pixels (the exports' layout)."""
+    result = model.predict_on_batch(images)
+    return [{"boxes": np.asarray(result["boxes"][i])[:, [1, 0, 3, 2]], "scores": np.asarray(result["scores"][i]),
+             "labels": np.asarray(result["labels"][i]), "count": int(result["num_detections"][i])}
+            for i in range(len(images))]
+
+
+def _exported(outputs, count):
+    return [{"boxes": np.asarray(outputs["detection_boxes"][i]), "scores": np.asarray(outputs["detection_scores"][i]),
+             "labels": np.asarray(outputs["detection_classes"][i]).astype(int),
+             "count": int(outputs["num_detections"][i])} for i in range(count)]
+
+
+def assert_equal_to_predict(model, images, outputs):
+    """The exported detections are `predict`'s both ways; so are a Mask R-CNN's masks (within 1e-3), detection by
+    detection."""
+    predicted = model.predict_on_batch(images)
+    for index, (ours, theirs) in enumerate(zip(_predicted(model, images), _exported(outputs, len(images)))):
+        assert ours["count"] > 0, "the comparison needs detections"
+        assert theirs["count"] == ours["count"], index
+        assert matched(ours, theirs) == 1.0 and matched(theirs, ours) == 1.0, index
+        if "masks" in predicted:
+            count = ours["count"]
+            distance = np.max(np.abs(ours["boxes"][:count, None] - theirs["boxes"][None, :count]), axis=-1)
+            same = np.argmin(distance, axis=1)
+            error = np.max(np.abs(np.asarray(outputs["detection_masks"][index])[same]
+                                  - np.asarray(predicted["masks"][index, :count])))
+            assert error <= 1e-3, (index, error)
+
+
+def _litert_ops(path):
+    """The operator names a LiteRT file uses (builtin names, or the custom op names of Select TF ops)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    flatbuffer = flatbuffer_utils.read_model(path)
+    builtin_names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    names = set()
+    for code in flatbuffer.operatorCodes:
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        names.add(code.customCode.decode() if builtin == schema.BuiltinOperator.CUSTOM else builtin_names[builtin])
+    return names
+
+
+def test_retinanet_litert_has_builtin_ops_only_and_equals_predict(retinanet, tmp_path):
+    """The RetinaNet LiteRT file converts with LiteRT builtins only (NMS as NON_MAX_SUPPRESSION_V5), runs in the
+    plain LiteRT interpreter (`ai-edge-litert`, as on phones) and gives `predict`'s detections."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = retinanet.export(str(tmp_path / "retinanet.tflite"), format="litert", image_size=IMAGE_SIZE,
+                            class_names=CLASS_NAMES, verbose=False)
+    ops = _litert_ops(path)
+    assert "NON_MAX_SUPPRESSION_V5" in ops and not any(name.startswith("Flex") for name in ops), sorted(ops)
+    assert "CUSTOM" not in ops
+    interpreter = Interpreter(model_path=path)
+    runner = interpreter.get_signature_runner()
+    assert [detail["dtype"] for detail in runner.get_input_details().values()] == [np.uint8]
+    for image in _images(2, seed=1):
+        assert_equal_to_predict(retinanet, image[None], runner(images=image[None]))
+    metadata = read_metadata(path)
+    assert metadata["class_names"] == list(CLASS_NAMES) and metadata["image_size"] == list(IMAGE_SIZE)
+    assert metadata["select_tf_ops"] == []
+
+
+def test_mask_rcnn_litert_has_builtin_ops_only_and_equals_predict(mask_rcnn, tmp_path):
+    """The two-stage models need no Select TF ops either: RoIAlign is traced as gathers (TensorFlow's
+    CropAndResize is no LiteRT builtin), and the file gives `predict`'s detections and masks."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = mask_rcnn.export(str(tmp_path / "mask_rcnn.tflite"), format="litert", image_size=IMAGE_SIZE,
+                            select_tf_ops=False, verbose=False)
+    ops = _litert_ops(path)
+    assert "CUSTOM" not in ops and not any(name.startswith("Flex") for name in ops), sorted(ops)
+    runner = Interpreter(model_path=path).get_signature_runner()
+    image = _images(1, seed=3)
+    assert_equal_to_predict(mask_rcnn, image, runner(images=image))
+
+
+def test_onnx_equals_predict_with_a_dynamic_batch(retinanet, mask_rcnn, tmp_path):
+    """ONNX files of a RetinaNet and a Mask R-CNN run in onnxruntime, NMS as ONNX NonMaxSuppression and no
+    custom op, on a batch of any size."""
+    import onnx
+    import onnxruntime
+
+    from keras_fpn.export.formats import _nodes
+
+    images = _images(2, seed=2)
+    for model in (retinanet, mask_rcnn):
+        path = model.export(str(tmp_path / f"{model.name}.onnx"), format="onnx", image_size=IMAGE_SIZE,
+                            class_names=CLASS_NAMES, verbose=False)
+        nodes = list(_nodes(onnx.load(path).graph))
+        assert "NonMaxSuppression" in {node.op_type for node in nodes}
+        assert all(node.domain in ("", "ai.onnx") for node in nodes)
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        assert session.get_inputs()[0].shape[0] != 1, "the batch is dynamic"
+        names = [output.name for output in session.get_outputs()]
+        assert_equal_to_predict(model, images, dict(zip(names, session.run(None, {"images": images}))))
+        assert read_metadata(path)["class_names"] == list(CLASS_NAMES)
+
+
+def test_an_op_litert_lacks_is_named(retinanet, tmp_path, monkeypatch, capsys):
+    """Where the TFLite converter needs Select TF ops, strictly builtin (`select_tf_ops=False`) is an error naming
+    the format, the model and the ops; by default the file uses Select ops and says which."""
+    import keras.src.export.litert as keras_litert
+
+    real = keras_litert.export_litert
+    calls = []
+
+    def converter(model, filepath, target_spec, **kwargs):  # as the converter answers a graph with such ops
+        calls.append(len(target_spec["supported_ops"]))
+        if len(target_spec["supported_ops"]) == 1:
+            raise RuntimeError("Some ops are not supported by the native TFLite runtime\nTF Select ops: "
+                               "CropAndResize, Erf\nDetails: ...")
+        return real(model, filepath, target_spec=target_spec, **kwargs)
+
+    monkeypatch.setattr(keras_litert, "export_litert", converter)
+    with pytest.raises(ValueError, match=r"LiteRT cannot hold RetinaNet '.*' with builtin ops only: "
+                                         r"CropAndResize, Erf are not LiteRT builtin"):
+        retinanet.export(str(tmp_path / "strict.tflite"), format="litert", image_size=IMAGE_SIZE,
+                         select_tf_ops=False)
+    path = retinanet.export(str(tmp_path / "select.tflite"), format="litert", image_size=IMAGE_SIZE)
+    assert calls == [1, 1, 2]
+    assert f"CropAndResize, Erf of {retinanet.name} are not LiteRT builtin" in capsys.readouterr().out
+    assert read_metadata(path)["select_tf_ops"] == ["CropAndResize", "Erf"]
+
+
+def test_saved_model_format_and_unknown_formats(retinanet, tmp_path):
+    """`format="tf_saved_model"` holds the whole detector too (Keras's `serve` endpoint on uint8 images); a
+    format keras_fpn does not export, or no fixed size, is an error naming it."""
+    import tensorflow as tf
+
+    path = retinanet.export(str(tmp_path / "saved"), image_size=IMAGE_SIZE, verbose=False)
+    images = _images(2, seed=4)
+    loaded = tf.saved_model.load(path)  # held: its functions read its variables
+    assert_equal_to_predict(retinanet, images, loaded.serve(tf.constant(images)))
+    with pytest.raises(ValueError, match=r"format='openvino' for RetinaNet .* one of \['tf_saved_model', 'litert'"):
+        retinanet.export(str(tmp_path / "model"), format="openvino", image_size=IMAGE_SIZE)
+    with pytest.raises(ValueError, match=r"one fixed size, .* pass image_size=\(height, width\)"):
+        retinanet.export(str(tmp_path / "model.tflite"), format="litert")
+
+
+def test_export_on_the_command_line(retinanet, tmp_path, capsys):
+    """`keras-fpn export RUN --format litert` writes EXPORT_DIR/model.tflite at run.json's image size, with the
+    run's class names in its metadata; a bfloat16 LiteRT / ONNX export is refused, naming the options."""
+    from keras_fpn import cli
+    from keras_fpn.training.trainer import save_run
+
+    save_run(retinanet, str(tmp_path / "run"), CLASS_NAMES, IMAGE_SIZE)
+    assert cli.main(["export", str(tmp_path / "run"), "--format", "litert", "--export-dir",
+                     str(tmp_path / "out")]) == 0
+    metadata = read_metadata(tmp_path / "out" / "model.tflite")
+    assert metadata["class_names"] == list(CLASS_NAMES) and metadata["image_size"] == list(IMAGE_SIZE)
+    assert "uint8 images [1, 96, 128, 3]" in capsys.readouterr().out
+    assert cli.main(["export", str(tmp_path / "run"), "--format", "onnx", "--dtype", "bfloat16", "--export-dir",
+                     str(tmp_path / "out")]) == 2
+    assert "Received --dtype bfloat16 with --format onnx" in capsys.readouterr().err
