@@ -264,12 +264,37 @@ def _export_file(model, run, args, image_size):
     os.makedirs(args.export_dir, exist_ok=True)
     path = os.path.join(args.export_dir, f"model.{suffix}")
     print(f"exporting {args.run_path} as {args.format} (converting takes a while)...", flush=True)
-    options = {"select_tf_ops": args.select_tf_ops} if args.format == "litert" else {}
+    if args.quantize and args.format != "litert":
+        raise ValueError(f"Received --quantize {args.quantize} with --format {args.format}; quantization is "
+                         "LiteRT's (--format litert).")
+    if args.representative_data and args.quantize != "int8":
+        raise ValueError("--representative-data calibrates --quantize int8; pass that too.")
+    options = {"select_tf_ops": args.select_tf_ops, "quantize": args.quantize} if args.format == "litert" else {}
+    if args.quantize == "int8":
+        if not args.representative_data:
+            raise ValueError("--quantize int8 calibrates activation ranges on training images: pass "
+                             "--representative-data SPEC (e.g. the training dataset: shapes, voc:DIR, ...).")
+        options["representative_data"] = _representative_images(args, run, image_size)
     model.export(path, format=args.format, image_size=image_size, class_names=run.get("class_names"),
                  verbose=True, **options)
     print(f"{os.path.getsize(path) / 1e6:.1f} MB; the label map (run.json's class names) is in the file's metadata "
           "(keras_fpn.export.read_metadata)")
     return 0
+
+
+def _representative_images(args, run, image_size):
+    """`--representative-images` uint8 images of `--representative-data` (its training split), resized and padded
+    to the export's size as the pipeline resizes them for training."""
+    import numpy as np
+
+    from keras_fpn.datasets import detection_pipeline
+    from keras_fpn.datasets.spec import load_dataset
+
+    data = load_dataset(args.representative_data, "train", class_names=run.get("class_names"),
+                        max_images=args.representative_images, image_size=image_size[0])
+    images = [np.asarray(image[0], np.uint8) for image, _ in detection_pipeline(data, 1, image_size, pad_to_multiple=1)]
+    print(f"int8 calibration on {len(images)} images of {args.representative_data}", flush=True)
+    return images
 
 
 def _torchvision_state_dict(name):
@@ -476,6 +501,13 @@ def build_parser():
     export.add_argument("--select-tf-ops", action=argparse.BooleanOptionalAction, default=None,
                         help="litert: allow TensorFlow's Select ops (needs the Flex delegate) or refuse them "
                              "(--no-select-tf-ops); default: builtin ops where the model converts with them")
+    export.add_argument("--quantize", choices=("dynamic", "int8"),
+                        help="litert: post-training quantization, dynamic range (int8 weights) or int8 (weights and "
+                             "activations, calibrated on --representative-data)")
+    export.add_argument("--representative-data", metavar="SPEC",
+                        help="--quantize int8: the dataset whose training images calibrate it (" + dataset_help + ")")
+    export.add_argument("--representative-images", type=int, default=100,
+                        help="--quantize int8: calibration images (default: 100)")
     export.add_argument("--version", type=int, help="default: the next free version number")
     export.add_argument("--new-version", action="store_true",
                         help="add a version beside the ones in EXPORT_DIR (only ever of the same model: class, "

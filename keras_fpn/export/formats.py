@@ -80,7 +80,8 @@ def export_image_size(model, image_size=None, input_signature=None):
 
 
 def export_detector(model, filepath, format="tf_saved_model", image_size=None, class_names=None, batch_size=None,
-                    select_tf_ops=None, verbose=True, input_signature=None, **kwargs):
+                    select_tf_ops=None, quantize=None, representative_data=None, verbose=True, input_signature=None,
+                    **kwargs):
     """Writes `model` (a keras_fpn detector) with decoding and NMS inside: `model.export` of every detector.
 
     Args:
@@ -94,11 +95,16 @@ def export_detector(model, filepath, format="tf_saved_model", image_size=None, c
         class_names: sequence of str or None: the label map, stored in the LiteRT and ONNX files' metadata.
         batch_size: the input's batch size: default 1 for LiteRT (as phones run it), any (dynamic) for ONNX and the
             SavedModel.
-        select_tf_ops: LiteRT only. None (default): builtin ops when the model converts with them (RetinaNet),
-            else TensorFlow's Select ops for the ops LiteRT lacks (the two-stage models' RoIAlign,
-            `CropAndResize`), with a note naming them; the file then needs the Flex delegate (`tf.lite.Interpreter`
-            has it, the plain `ai-edge-litert` interpreter does not). False: builtin ops or an error naming the
-            blocking ops. True: Select ops allowed.
+        select_tf_ops: LiteRT only. None (default): builtin ops when the model converts with them (every keras_fpn
+            detector does), else TensorFlow's Select ops for the ops LiteRT lacks, with a note naming them; the file
+            then needs the Flex delegate (the plain `ai-edge-litert` interpreter lacks it). False: builtin ops or an
+            error naming the blocking ops. True: Select ops allowed.
+        quantize: LiteRT only, post-training quantization by the TFLite converter. None (float32); `"dynamic"`:
+            weights stored as int8, computed in float (dynamic range); `"int8"`: weights and activations int8, their
+            ranges calibrated on `representative_data`, with box decoding, scores and NMS kept in float
+            (`FLOAT_OPS`).
+        representative_data: for `quantize="int8"`: an iterable of uint8 images `[height, width, 3]` at
+            `image_size` (~100 from the training data, as TFLite's guide advises).
         verbose: bool, print what was written.
         input_signature: as Keras's `model.export`: a `[batch, height, width, 3]` spec fixes the size.
         **kwargs: passed to Keras's exporter: TFLite converter attributes for LiteRT (e.g. `optimizations`,
@@ -122,13 +128,19 @@ def export_detector(model, filepath, format="tf_saved_model", image_size=None, c
                          f"TensorFlow backend (KERAS_BACKEND=tensorflow; this process runs "
                          f"{keras.backend.backend()}). A .keras file saved under any backend loads there.")
     image_size = export_image_size(model, image_size, input_signature)
+    if quantize is not None:
+        if format != "litert":
+            raise ValueError(f"Received quantize={quantize!r} with format={format!r}; quantization is LiteRT's "
+                             "(format='litert').")
+        kwargs.update(quantization_options(quantize, representative_data, image_size))
     if batch_size is None and format == "litert":
         batch_size = 1
     spec = [tf.TensorSpec([batch_size, *image_size, 3], tf.uint8, name="images")]
     graph = detection_graph(model, image_size)
     filepath = os.fspath(filepath)
     metadata = {"model": model.name, "class": type(model).__name__, "image_size": list(image_size),
-                "class_names": list(class_names) if class_names is not None else None, "outputs": list(OUTPUTS)}
+                "class_names": list(class_names) if class_names is not None else None, "outputs": list(OUTPUTS),
+                "quantize": quantize}
     if format == "tf_saved_model":
         from keras.src.export.saved_model import export_saved_model as keras_export_saved_model
 
@@ -144,6 +156,78 @@ def export_detector(model, filepath, format="tf_saved_model", image_size=None, c
     return filepath
 
 
+QUANTIZATIONS = ("dynamic", "int8")
+
+
+def quantization_options(quantize, representative_data, image_size):
+    """The TFLite converter attributes of a post-training quantization (`export_detector`'s `quantize`)."""
+    import numpy as np
+    import tensorflow as tf
+
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"Received quantize={quantize!r}; expected one of {list(QUANTIZATIONS)} or None.")
+    options = {"optimizations": [tf.lite.Optimize.DEFAULT]}
+    if quantize == "dynamic":
+        return options
+    if representative_data is None:
+        raise ValueError("quantize='int8' calibrates activation ranges on representative images: pass "
+                         "representative_data (uint8 images from the training data; on the command line "
+                         "--representative-data SPEC).")
+    images = [np.asarray(image) for image in representative_data]
+    if not images:
+        raise ValueError("representative_data is empty; int8 calibration needs images.")
+    for image in images:
+        if image.shape != (*image_size, 3):
+            raise ValueError(f"representative_data holds an image of shape {image.shape}; the export takes "
+                             f"{(*image_size, 3)} (resize and pad them to image_size).")
+
+    def dataset():
+        for image in images:
+            yield [image[None].astype(np.uint8)]
+
+    return {**options, "representative_dataset": dataset}
+
+
+# The ops an int8 export keeps in float: box decoding (anchors, deltas, exp, clipping), scores and the top-k / NMS
+# inputs. Quantizing them moves boxes by pixels: on the main job's trained shapes RetinaNet only 13% of predict's
+# detections kept IoU >= 0.9 with every op int8, 91% with these in float (benchmarks/README.md, "Exports").
+FLOAT_OPS = ("EXP", "MUL", "SUB", "ADD", "DIV", "MINIMUM", "MAXIMUM", "GATHER", "GATHER_ND", "CONCATENATION",
+             "LOGISTIC", "TOPK_V2")
+
+
+def _convert_litert(graph, filepath, spec, supported_ops, representative_dataset=None, **kwargs):
+    """A LiteRT file of `graph`: Keras's exporter, or, for int8 (a `representative_dataset`), TFLite's
+    converter on the SavedModel Keras's exporter writes, quantized by TFLite's `QuantizationDebugger` with
+    `FLOAT_OPS` kept in float (Keras's exporter has no such option)."""
+    import functools
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+    from keras.src.export.litert import export_litert
+
+    if representative_dataset is None:
+        return export_litert(graph, filepath, input_signature=spec, verbose=False,
+                             target_spec={"supported_ops": supported_ops}, **kwargs)
+    with tempfile.TemporaryDirectory() as folder:
+        archive = keras.export.ExportArchive()
+        archive.track(graph)
+        archive.add_endpoint("serve", functools.partial(graph.__call__, training=False), input_signature=spec)
+        archive.write_out(folder, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        converter.target_spec.supported_ops = supported_ops
+        converter.experimental_enable_resource_variables = True
+        converter.representative_dataset = representative_dataset
+        for name, value in kwargs.items():
+            setattr(converter, name, value)
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS))
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative_dataset,
+                                                             debug_options=options)
+        flatbuffer = debugger.get_nondebug_quantized_model()
+    with open(filepath, "wb") as file:
+        file.write(flatbuffer)
+
+
 def _select_ops(error):
     """The op names a TFLite conversion error lists as needing Select TF ops."""
     found = re.search(r"TF Select ops: ([\w, ]+)", str(error))
@@ -152,7 +236,6 @@ def _select_ops(error):
 
 def _export_litert(graph, filepath, spec, model, metadata, select_tf_ops, verbose, **kwargs):
     import tensorflow as tf
-    from keras.src.export.litert import export_litert
 
     from keras_fpn.ops.portable import portable
 
@@ -162,8 +245,7 @@ def _export_litert(graph, filepath, spec, model, metadata, select_tf_ops, verbos
     with portable():
         if select_tf_ops is not True:
             try:
-                export_litert(graph, filepath, input_signature=spec, verbose=False,
-                              target_spec={"supported_ops": builtins}, **kwargs)
+                _convert_litert(graph, filepath, spec, builtins, **kwargs)
                 metadata["select_tf_ops"] = []
                 return _write_litert_metadata(filepath, metadata)
             except Exception as error:  # noqa: BLE001 - the converter's error, read for the op names
@@ -182,8 +264,7 @@ def _export_litert(graph, filepath, spec, model, metadata, select_tf_ops, verbos
                           f"{'it' if len(blocking) == 1 else 'them'} (run it with the Flex delegate: "
                           "tf.lite.Interpreter)", flush=True)
                 metadata["select_tf_ops"] = blocking
-        export_litert(graph, filepath, input_signature=spec, verbose=False,
-                      target_spec={"supported_ops": builtins + [tf.lite.OpsSet.SELECT_TF_OPS]}, **kwargs)
+        _convert_litert(graph, filepath, spec, builtins + [tf.lite.OpsSet.SELECT_TF_OPS], **kwargs)
     metadata.setdefault("select_tf_ops", "allowed")
     _write_litert_metadata(filepath, metadata)
 
