@@ -9,7 +9,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
 # What a notebook must print, besides "small settings" (regular expressions).
-PRINTS = {"04_coco_weights": [r"[1-9]\d* detections in a 650x417 photograph", r"\n  \w+ +0\.\d\d  \[",
+PRINTS = {"03_export_and_serve": [r"LiteRT: [1-9]\d* detections on 4 images, as predict: True"],
+          "04_coco_weights": [r"[1-9]\d* detections in a 650x417 photograph", r"\n  \w+ +0\.\d\d  \[",
                               r"classes \('raccoon',\)", r"AP50  \d\.\d{3}", "saved fasterrcnn_raccoon.keras"]}
 
 
