@@ -28,6 +28,7 @@ import numpy as np
 # torchvision model builder -> the zoo record that mirrors it.
 TORCHVISION_MODELS = {
     "retinanet_resnet50_fpn": "retinanet_resnet50_fpn_coco",
+    "retinanet_resnet50_fpn_v2": "retinanet_resnet50_fpn_v2_coco",
     "fasterrcnn_resnet50_fpn": "fasterrcnn_resnet50_fpn_coco",
     "maskrcnn_resnet50_fpn": "maskrcnn_resnet50_fpn_coco",
 }
@@ -139,7 +140,8 @@ def pyramid_pairs(pyramid, prefix="backbone.fpn"):
 
 
 def retinanet_head_pairs(model, prefix="head"):
-    """Pairs for RetinaNet's two `PredictionHead`s and torchvision's `RetinaNetHead`."""
+    """Pairs for RetinaNet's two `PredictionHead`s and torchvision's `RetinaNetHead` (v1: convs with biases; v2:
+    convs without, each followed by GroupNorm)."""
     pairs = []
     anchors = model.anchor_generator.anchors_per_location
     rows = [4 * anchor + position for anchor in range(anchors) for position in _DELTA_ORDER]
@@ -148,6 +150,9 @@ def retinanet_head_pairs(model, prefix="head"):
                                         (model.get_layer("box_head"), "regression_head", "bbox_reg", rows)):
         for index, conv in enumerate(head.convs):
             pairs += _conv_pairs(conv, f"{prefix}.{name}.conv.{index}.0")
+            if head.norms:  # v2's GroupNorm: Conv2dNormActivation's second module
+                pairs += [(f"{prefix}.{name}.conv.{index}.1.weight", head.norms[index].gamma, None),
+                          (f"{prefix}.{name}.conv.{index}.1.bias", head.norms[index].beta, None)]
         pairs += _conv_pairs(head.output_conv, f"{prefix}.{name}.{last}", last_rows)
     return pairs
 

@@ -20,6 +20,7 @@ class PredictionHead(keras.layers.Layer):
         filters: int, default 256. Channels of the hidden convs.
         depth: int, default 4. Number of hidden convs.
         norm: None or `"group"`. GroupNorm (32 groups, or fewer when `filters` is small) after each hidden conv.
+        norm_epsilon: float, default 1e-3 (Keras's `GroupNormalization`); torchvision's `nn.GroupNorm` uses 1e-5.
         bias_prior: float or None. Initial bias of the last conv.
         **kwargs: base layer arguments.
 
@@ -30,7 +31,7 @@ class PredictionHead(keras.layers.Layer):
         `[batch, height, width, num_outputs]`.
     """
 
-    def __init__(self, num_outputs, filters=256, depth=4, norm=None, bias_prior=None, **kwargs):
+    def __init__(self, num_outputs, filters=256, depth=4, norm=None, bias_prior=None, norm_epsilon=1e-3, **kwargs):
         super().__init__(**kwargs)
         if norm not in (None, "group"):
             raise ValueError(f"Received norm={norm!r}; expected None or 'group'.")
@@ -43,6 +44,7 @@ class PredictionHead(keras.layers.Layer):
         self.filters = filters
         self.depth = depth
         self.norm = norm
+        self.norm_epsilon = norm_epsilon
         self.bias_prior = bias_prior
 
     def build(self, input_shape):
@@ -57,7 +59,8 @@ class PredictionHead(keras.layers.Layer):
             conv.build((*input_shape[:-1], channels))
             self.convs.append(conv)
             if self.norm == "group":
-                norm = keras.layers.GroupNormalization(groups=math.gcd(32, self.filters), dtype=self.dtype_policy,
+                norm = keras.layers.GroupNormalization(groups=math.gcd(32, self.filters),
+                                                       epsilon=self.norm_epsilon, dtype=self.dtype_policy,
                                                        name=f"conv{i}_norm")
                 norm.build((*input_shape[:-1], self.filters))
                 self.norms.append(norm)
@@ -86,5 +89,5 @@ class PredictionHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"num_outputs": self.num_outputs, "filters": self.filters, "depth": self.depth,
-                       "norm": self.norm, "bias_prior": self.bias_prior})
+                       "norm": self.norm, "bias_prior": self.bias_prior, "norm_epsilon": self.norm_epsilon})
         return config

@@ -51,6 +51,7 @@ class RetinaNet(Detector):
         head_filters: int, default 256. Hidden channels of both heads.
         head_depth: int, default 4. Hidden 3x3 convs in each head.
         head_norm: None or `"group"`. GroupNorm in the heads.
+        head_norm_epsilon: float, default 1e-3 (Keras's GroupNormalization); 1e-5 is torchvision's `nn.GroupNorm`.
         prior_probability: float, default 0.01. Initial foreground probability of every anchor.
         positive_iou: float, default 0.5. IoU at or above which an anchor is positive.
         negative_iou: float, default 0.4. IoU below which an anchor is negative (ignored in between).
@@ -105,6 +106,7 @@ class RetinaNet(Detector):
         head_filters=256,
         head_depth=4,
         head_norm=None,
+        head_norm_epsilon=1e-3,
         prior_probability=0.01,
         positive_iou=0.5,
         negative_iou=0.4,
@@ -141,9 +143,11 @@ class RetinaNet(Detector):
         pyramid = backbone(images)
         classification_head = PredictionHead(
             num_anchors * num_classes, head_filters, head_depth, head_norm,
-            bias_prior=-math.log((1 - prior_probability) / prior_probability), name="classification_head",
+            bias_prior=-math.log((1 - prior_probability) / prior_probability), norm_epsilon=head_norm_epsilon,
+            name="classification_head",
         )
-        box_head = PredictionHead(num_anchors * 4, head_filters, head_depth, head_norm, name="box_head")
+        box_head = PredictionHead(num_anchors * 4, head_filters, head_depth, head_norm,
+                                  norm_epsilon=head_norm_epsilon, name="box_head")
         class_outputs, box_outputs = [], []
         for level in range(backbone.min_level, backbone.max_level + 1):
             key = level_key("P", level)
@@ -170,6 +174,7 @@ class RetinaNet(Detector):
         self.head_filters = head_filters
         self.head_depth = head_depth
         self.head_norm = head_norm
+        self.head_norm_epsilon = head_norm_epsilon
         self.prior_probability = prior_probability
         self.positive_iou = positive_iou
         self.negative_iou = negative_iou
@@ -251,6 +256,7 @@ class RetinaNet(Detector):
             "head_filters": self.head_filters,
             "head_depth": self.head_depth,
             "head_norm": self.head_norm,
+            "head_norm_epsilon": self.head_norm_epsilon,
             "prior_probability": self.prior_probability,
             "positive_iou": self.positive_iou,
             "negative_iou": self.negative_iou,

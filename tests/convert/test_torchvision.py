@@ -58,7 +58,12 @@ def maskrcnn():
     return _convert("maskrcnn_resnet50_fpn")
 
 
-@pytest.fixture(params=["retinanet", "fasterrcnn", "maskrcnn"])
+@pytest.fixture(scope="module")
+def retinanet_v2():
+    return _convert("retinanet_resnet50_fpn_v2")
+
+
+@pytest.fixture(params=["retinanet", "retinanet_v2", "fasterrcnn", "maskrcnn"])
 def converted(request):
     """Each converted family in turn (the models are built once per module)."""
     return request.getfixturevalue(request.param)
