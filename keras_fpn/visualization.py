@@ -31,6 +31,9 @@ def _overlay_masks(image, masks, boxes, labels, scores, score_threshold):
     return image
 
 
+LABEL_FONT_SIZE = 7
+
+
 def draw_boxes(axes, image, boxes=None, labels=None, scores=None, class_names=None, color=DETECTION_COLOR,
                ground_truth=None, score_threshold=0.0, masks=None):
     """Draws one image on matplotlib `axes` with labelled boxes.
@@ -54,11 +57,28 @@ def draw_boxes(axes, image, boxes=None, labels=None, scores=None, class_names=No
     axes.imshow(np.clip(np.asarray(image, np.float32), 0, 255).astype(np.uint8))
     axes.set_axis_off()
 
+    # Label boxes are placed so that they do not cover each other: a label that would overlap one already drawn
+    # moves down a line (into its box), as often as needed. Sizes are estimated in image pixels from the axes'
+    # scale: a line is the font's height plus the label box's padding, a character about 0.6 of the font size.
+    figure = axes.get_figure()
+    height_px = axes.get_position().height * figure.get_figheight() * figure.dpi
+    pixels_per_point = figure.dpi / 72.0 * float(np.shape(image)[0]) / max(height_px, 1.0)
+    line, char = (LABEL_FONT_SIZE + 4) * pixels_per_point, 0.6 * LABEL_FONT_SIZE * pixels_per_point
+    placed = []  # (x1, x2, bottom) of the labels drawn so far, in image pixels
+
+    def label_position(x1, y1, text):
+        x2, bottom = x1 + len(text) * char, y1
+        while any(x1 < other_x2 and other_x1 < x2 and abs(bottom - other_bottom) < line
+                  for other_x1, other_x2, other_bottom in placed):
+            bottom += line
+        placed.append((x1, x2, bottom))
+        return bottom
+
     def draw(box, text, edge, style):
         x1, y1, x2, y2 = (float(v) for v in box)
         axes.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=edge, linewidth=1.5,
                                  linestyle=style))
-        axes.text(x1, y1, text, color="white", fontsize=7, va="bottom",
+        axes.text(x1, label_position(x1, y1, text), text, color="white", fontsize=LABEL_FONT_SIZE, va="bottom",
                   bbox={"facecolor": edge, "edgecolor": "none", "pad": 1, "alpha": 0.8})
 
     if ground_truth is not None:

@@ -39,3 +39,27 @@ def test_masks_of_a_mask_rcnn_are_tinted_in(tmp_path):
     # The tint: half the image's grey (40) and half the first mask colour (255, 23, 68).
     tint = (0.5 * 40 + 0.5 * 255, 0.5 * 40 + 0.5 * 23, 0.5 * 40 + 0.5 * 68)
     assert colour_fraction(with_masks, tint) > 0.2 and colour_fraction(without, tint) == 0.0
+
+
+def test_labels_of_overlapping_boxes_do_not_cover_each_other():
+    """Three detections on almost the same box (what NMS keeps across classes) get three readable labels: their
+    rendered label boxes do not overlap. A label with room keeps its place at its box's corner."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from keras_fpn.visualization import draw_boxes
+
+    figure = Figure(figsize=(3, 2), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes([0, 0, 1, 1])
+    boxes = np.array([[20, 30, 120, 90], [21, 31, 118, 92], [22, 29, 119, 88], [150, 60, 190, 95]], np.float32)
+    draw_boxes(axes, np.full((100, 200, 3), 40, np.uint8), boxes, np.array([0, 1, 2, 0]),
+               np.array([0.9, 0.8, 0.7, 0.6]), ["rectangle", "ellipse", "triangle"])
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    extents = [text.get_bbox_patch().get_window_extent(renderer) for text in axes.texts]
+    assert len(extents) == 4
+    for i in range(3):
+        for j in range(i + 1, 4):
+            assert not extents[i].overlaps(extents[j]), (i, j, extents[i], extents[j])
+    assert axes.texts[3].get_position() == (150.0, 60.0)
