@@ -1,9 +1,13 @@
 """The RoI heads' parts: the box head and predictor through the shared layer harness, and the sampled training
 examples (labels, box targets) against hand-computed values."""
 
-import numpy as np
+import math
 
-from keras_fpn.detection.roi_heads import BoxHead, BoxPredictor, roi_loss, sample_rois
+import keras
+import numpy as np
+import pytest
+
+from keras_fpn.detection.roi_heads import BoxHead, BoxPredictor, decode_roi_detections, roi_loss, sample_rois
 from tests.detection.test_rpn import _deltas
 from tests.testing import run_layer_test
 
@@ -79,3 +83,21 @@ def test_roi_detections_in_the_padding_take_no_slot():
     np.testing.assert_allclose(np.asarray(found["boxes"])[0, 0], [10, 10, 30, 30])
     both = decode_roi_detections(proposals, np.array([[True, True]]), logits, deltas, 64, 96)
     assert int(both["num_detections"][0]) == 2
+
+
+def test_each_class_decodes_its_own_deltas():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("decoding here runs TensorFlow's NMS")
+    proposals = np.array([[[20, 20, 60, 60], [0, 0, 0, 0]]], np.float32)
+    valid = np.array([[True, False]])
+    logits = np.log(np.array([[[0.1, 0.7, 0.2], [0.9, 0.05, 0.05]]], np.float32))  # 2 classes + background
+    deltas = np.zeros((1, 2, 2, 4), np.float32)
+    deltas[0, 0, 0] = [0, 10.0, 0, 0]  # class 0: x shifted by 10 / 10 * 40 = 40 px
+    deltas[0, 0, 1] = [0, 0, 5 * math.log(0.5), 5 * math.log(0.5)]  # class 1: half the size
+    detections = decode_roi_detections(proposals, valid, logits, deltas, 100, 100, score_threshold=0.05)
+    n = int(detections["num_detections"][0])
+    assert n == 2  # the invalid proposal gives nothing despite its high class-0 score
+    got = {int(label): (round(float(score), 4), np.asarray(box).round(3).tolist()) for label, score, box in
+           zip(detections["labels"][0][:n], detections["scores"][0][:n], detections["boxes"][0][:n])}
+    assert got == {1: (0.7, [30.0, 30.0, 50.0, 50.0]), 0: (0.1, [60.0, 20.0, 100.0, 60.0])}
+    assert int(detections["labels"][0][n]) == -1
