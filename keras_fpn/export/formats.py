@@ -2,9 +2,9 @@
 own exporters (`model.export(path, format=...)`).
 
 Keras's exporters write what a model's `call` computes; a detector's `call` gives raw head outputs, and decoding and
-NMS live in `predict`. So `export_detector` hands Keras a small model, `DetectionGraph`, whose `call` is `predict`'s
-path from uint8 pixels to detections (the backbone's preprocessing, the heads, box decoding, NMS, boxes in input
-pixels), and Keras's exporter converts that: the SavedModel endpoint, tf2onnx for ONNX, the TFLite converter for
+NMS live in `predict`. So `export_detector` hands Keras's `Model.export` a small model, `DetectionGraph`, whose
+`call` is `predict`'s path from uint8 pixels to detections (the backbone's preprocessing, the heads, box decoding,
+NMS, boxes in input pixels), and Keras's exporter converts that: the SavedModel endpoint, tf2onnx for ONNX, the TFLite converter for
 LiteRT. For LiteRT and ONNX the graph is traced within `keras_fpn.ops.portable.portable()`: NMS as TensorFlow's
 `NonMaxSuppressionV5` (a LiteRT builtin and ONNX's `NonMaxSuppression`; the combined NMS that `predict` runs is
 neither) and RoIAlign by gathers (TensorFlow's `crop_and_resize` is neither).
@@ -142,9 +142,7 @@ def export_detector(model, filepath, format="tf_saved_model", image_size=None, c
                 "class_names": list(class_names) if class_names is not None else None, "outputs": list(OUTPUTS),
                 "quantize": quantize}
     if format == "tf_saved_model":
-        from keras.src.export.saved_model import export_saved_model as keras_export_saved_model
-
-        keras_export_saved_model(graph, filepath, verbose=False, input_signature=spec, **kwargs)
+        keras.Model.export(graph, filepath, format=format, verbose=False, input_signature=spec, **kwargs)
     elif format == "onnx":
         _export_onnx(graph, filepath, spec, model, metadata, **kwargs)
     else:
@@ -204,11 +202,10 @@ def _convert_litert(graph, filepath, spec, supported_ops, representative_dataset
 
     import keras
     import tensorflow as tf
-    from keras.src.export.litert import export_litert
 
     if representative_dataset is None:
-        return export_litert(graph, filepath, input_signature=spec, verbose=False,
-                             target_spec={"supported_ops": supported_ops}, **kwargs)
+        return keras.Model.export(graph, filepath, format="litert", verbose=False, input_signature=spec,
+                                  target_spec={"supported_ops": supported_ops}, **kwargs)
     with tempfile.TemporaryDirectory() as folder:
         archive = keras.export.ExportArchive()
         archive.track(graph)
@@ -303,7 +300,7 @@ def read_metadata(filepath):
 
 
 def _export_onnx(graph, filepath, spec, model, metadata, **kwargs):
-    from keras.src.export.onnx import export_onnx
+    import keras
 
     try:
         import onnx
@@ -316,7 +313,7 @@ def _export_onnx(graph, filepath, spec, model, metadata, **kwargs):
     if not filepath.endswith(".onnx"):
         raise ValueError(f"Received {filepath!r}; an ONNX file ends in .onnx.")
     with portable():
-        export_onnx(graph, filepath, verbose=False, input_signature=spec, **kwargs)
+        keras.Model.export(graph, filepath, format="onnx", verbose=False, input_signature=spec, **kwargs)
     exported = onnx.load(filepath)
     unknown = sorted({node.op_type for node in _nodes(exported.graph)
                       if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)})

@@ -180,19 +180,19 @@ def test_onnx_equals_predict_with_a_dynamic_batch(retinanet, mask_rcnn, tmp_path
 def test_an_op_litert_lacks_is_named(retinanet, tmp_path, monkeypatch, capsys):
     """Where the TFLite converter needs Select TF ops, strictly builtin (`select_tf_ops=False`) is an error naming
     the format, the model and the ops; by default the file uses Select ops and says which."""
-    import keras.src.export.litert as keras_litert
+    from keras_fpn.export import formats
 
-    real = keras_litert.export_litert
+    real = formats._convert_litert
     calls = []
 
-    def converter(model, filepath, target_spec, **kwargs):  # as the converter answers a graph with such ops
-        calls.append(len(target_spec["supported_ops"]))
-        if len(target_spec["supported_ops"]) == 1:
+    def converter(graph, filepath, spec, supported_ops, **kwargs):  # as the converter answers a graph with such ops
+        calls.append(len(supported_ops))
+        if len(supported_ops) == 1:
             raise RuntimeError("Some ops are not supported by the native TFLite runtime\nTF Select ops: "
                                "CropAndResize, Erf\nDetails: ...")
-        return real(model, filepath, target_spec=target_spec, **kwargs)
+        return real(graph, filepath, spec, supported_ops, **kwargs)
 
-    monkeypatch.setattr(keras_litert, "export_litert", converter)
+    monkeypatch.setattr(formats, "_convert_litert", converter)
     with pytest.raises(ValueError, match=r"LiteRT cannot hold RetinaNet '.*' with builtin ops only: "
                                          r"CropAndResize, Erf are not LiteRT builtin"):
         retinanet.export(str(tmp_path / "strict.tflite"), format="litert", image_size=IMAGE_SIZE,
