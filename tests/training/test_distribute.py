@@ -72,8 +72,11 @@ BUILDS = {
 
 # RetinaNet's losses agree to 1e-4. Faster R-CNN's proposals are a discrete choice (top-k, NMS): after the first
 # step the two runs' weights differ at float precision, which can flip a proposal at a threshold and move a RoI
-# loss by ~1e-4 (measured 1.1e-4 once in CI), so its losses are compared at 1e-3; the weights, below, as tightly.
+# loss by ~1e-4 (measured 1.1e-4 once in CI), so its losses are compared at 1e-3. For the same reason its weights
+# after three steps differ by more than RetinaNet's: measured 1.7e-3 of the weight change once in CI (at 66f2a2b;
+# the same code passed at 1e-3 the run before), so they are compared at 5e-3.
 TOLERANCE = {"retinanet": 1e-4, "faster_rcnn": 1e-3}
+WEIGHT_TOLERANCE = {"retinanet": 1e-3, "faster_rcnn": 5e-3}
 
 
 @pytest.mark.parametrize("detector", sorted(BUILDS))
@@ -88,7 +91,7 @@ def test_mirrored_two_replicas_match_one_device(tmp_path, detector):
     for key in [key for key in report["single"] if key.endswith("loss")]:
         assert report["mirrored"][key] == pytest.approx(report["single"][key], rel=TOLERANCE[detector]), (key, report)
     # Three SGD steps moved the weights by weight_change; the two runs agree far more closely than that.
-    assert report["weight_difference"] < 1e-3 * report["weight_change"], report
+    assert report["weight_difference"] < WEIGHT_TOLERANCE[detector] * report["weight_change"], report
 
 
 def _free_port():
