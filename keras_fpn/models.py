@@ -43,17 +43,18 @@ _SECTIONS = {
 _FIELDS = {
     "backbone": {"application", "weights", "kwargs", "batchnorm_momentum", "freeze_batchnorm"},
     "pyramid": {"min_level", "max_level", "num_channels", "fusion", "extra_levels_from", "extra_padding", "norm",
-                "top_down", "lateral", "source"},
+                "norm_epsilon", "top_down", "lateral", "source"},
     "head": {"filters", "depth", "norm", "norm_epsilon", "prior_probability", "source"},
     "anchors": {"size", "scales", "aspect_ratios", "convention", "source"},
     "transform": {"min_size", "max_size", "size_divisible", "source"},
     "weights": {"source", "torchvision_name", "torchvision_weights", "published_ap", "categories"},
     "rpn": {"positive_iou", "negative_iou", "batch_size_per_image", "positive_fraction", "pre_nms_topk_train",
             "pre_nms_topk_test", "post_nms_topk_train", "post_nms_topk_test", "nms_iou_threshold", "min_size",
-            "min_level", "max_level", "source"},
+            "min_level", "max_level", "conv_depth", "source"},
     "roi_heads": {"min_level", "max_level", "pool_size", "sampling_ratio", "aligned", "batch_size_per_image",
-                  "positive_fraction", "positive_iou", "head_dim", "box_weights", "smooth_l1_beta", "source"},
-    "mask_head": {"pool_size", "filters", "depth", "source"},
+                  "positive_fraction", "positive_iou", "head_dim", "box_weights", "smooth_l1_beta", "conv_depth",
+                  "fc_depth", "norm", "norm_epsilon", "source"},
+    "mask_head": {"pool_size", "filters", "depth", "norm", "source"},
     "detection": {"positive_iou", "negative_iou", "box_loss", "smooth_l1_beta", "box_loss_weight", "focal_alpha",
                   "focal_gamma", "score_threshold", "pre_nms_topk", "nms_iou_threshold", "max_detections"},
     "training": {"batch_size", "epochs", "steps", "optimizer", "learning_rate", "weight_decay", "global_clipnorm",
@@ -165,7 +166,7 @@ def backbone_kwargs(record):
     """The `FPNBackbone` arguments every architecture reads from a record's `backbone` and `pyramid` sections."""
     backbone, pyramid = record["backbone"], record["pyramid"]
     pyramid_kwargs = {key: pyramid[key] for key in ("fusion", "extra_levels_from", "extra_padding", "norm",
-                                                    "top_down", "lateral") if key in pyramid}
+                                                    "norm_epsilon", "top_down", "lateral") if key in pyramid}
     kwargs = {"pyramid_kwargs": pyramid_kwargs}
     for key in ("batchnorm_momentum", "freeze_batchnorm"):
         if backbone.get(key) is not None:
@@ -226,7 +227,8 @@ def fasterrcnn_kwargs(record):
             kwargs[key if key.startswith("rpn_") else f"rpn_{key}"] = value
     names = {"min_level": "roi_min_level", "max_level": "roi_max_level",
              "batch_size_per_image": "roi_batch_size_per_image", "positive_fraction": "roi_positive_fraction",
-             "positive_iou": "roi_positive_iou", "aligned": "roi_aligned"}
+             "positive_iou": "roi_positive_iou", "aligned": "roi_aligned", "conv_depth": "box_head_conv_depth",
+             "fc_depth": "box_head_fc_depth", "norm": "box_head_norm", "norm_epsilon": "head_norm_epsilon"}
     for key, value in record.get("roi_heads", {}).items():
         if key != "source":
             kwargs[names.get(key, key)] = tuple(value) if isinstance(value, builtins.list) else value
@@ -237,7 +239,8 @@ def fasterrcnn_kwargs(record):
 def maskrcnn_kwargs(record):
     """`MaskRCNN` constructor arguments of a zoo record: `fasterrcnn_kwargs` plus the `mask_head` section."""
     kwargs = fasterrcnn_kwargs(record)
-    names = {"pool_size": "mask_pool_size", "filters": "mask_head_filters", "depth": "mask_head_depth"}
+    names = {"pool_size": "mask_pool_size", "filters": "mask_head_filters", "depth": "mask_head_depth",
+             "norm": "mask_head_norm"}
     for key, value in record.get("mask_head", {}).items():
         if key != "source":
             kwargs[names[key]] = value

@@ -31,6 +31,8 @@ TORCHVISION_MODELS = {
     "retinanet_resnet50_fpn_v2": "retinanet_resnet50_fpn_v2_coco",
     "fasterrcnn_resnet50_fpn": "fasterrcnn_resnet50_fpn_coco",
     "maskrcnn_resnet50_fpn": "maskrcnn_resnet50_fpn_coco",
+    "fasterrcnn_resnet50_fpn_v2": "fasterrcnn_resnet50_fpn_v2_coco",
+    "maskrcnn_resnet50_fpn_v2": "maskrcnn_resnet50_fpn_v2_coco",
 }
 # The logit given to label 0 of a converted R-CNN: torchvision's index 0 is its background, which keras_fpn keeps
 # last, so keras_fpn's label 0 (torchvision's unused "__background__" id) gets this constant logit and a softmax
@@ -128,12 +130,15 @@ def resnet_pairs(application, prefix="backbone.body"):
 
 def pyramid_pairs(pyramid, prefix="backbone.fpn"):
     """Pairs for a `FeaturePyramid` and torchvision's `FeaturePyramidNetwork` (+ `LastLevelP6P7`): block `i`
-    is pyramid level `min_level + i`."""
+    is pyramid level `min_level + i`; with `norm="batch"` (the v2 R-CNNs) each block's BatchNorm is its module 1."""
     pairs = []
-    for key, conv in pyramid.lateral_convs.items():
-        pairs += _conv_pairs(conv, f"{prefix}.inner_blocks.{int(key[1:]) - pyramid.min_level}.0")
-    for key, conv in pyramid.output_convs.items():
-        pairs += _conv_pairs(conv, f"{prefix}.layer_blocks.{int(key[1:]) - pyramid.min_level}.0")
+    for blocks, convs, norms in (("inner_blocks", pyramid.lateral_convs, pyramid.lateral_norms),
+                                 ("layer_blocks", pyramid.output_convs, pyramid.output_norms)):
+        for key, conv in convs.items():
+            block = f"{prefix}.{blocks}.{int(key[1:]) - pyramid.min_level}"
+            pairs += _conv_pairs(conv, f"{block}.0")
+            if norms.get(key) is not None:
+                pairs += _batchnorm_pairs(norms[key], f"{block}.1")
     for key, conv in pyramid.extra_convs.items():
         pairs += _conv_pairs(conv, f"{prefix}.extra_blocks.{key.lower()}")
     return pairs
@@ -184,23 +189,41 @@ def _background_last(array):
 
 
 def rpn_pairs(model, prefix="rpn.head"):
-    """Pairs for `RPNHead` and torchvision's `RPNHead` (3x3 conv + ReLU, 1x1 objectness and box convs)."""
+    """Pairs for `RPNHead` and torchvision's `RPNHead` (`conv_depth` x (3x3 conv + ReLU), 1x1 objectness and box
+    convs)."""
     head = model.rpn_head
-    return (_conv_pairs(head.conv, f"{prefix}.conv.0.0") + _conv_pairs(head.objectness, f"{prefix}.cls_logits")
+    pairs = []
+    for index, conv in enumerate([head.conv, *head.more_convs]):
+        pairs += _conv_pairs(conv, f"{prefix}.conv.{index}.0")
+    return (pairs + _conv_pairs(head.objectness, f"{prefix}.cls_logits")
             + _conv_pairs(head.box, f"{prefix}.bbox_pred", _delta_rows(head.num_anchors)))
 
 
 def box_head_pairs(model, prefix="roi_heads"):
-    """Pairs for `BoxHead` + `BoxPredictor` and torchvision's `TwoMLPHead` + `FastRCNNPredictor`."""
+    """Pairs for `BoxHead` + `BoxPredictor` and torchvision's `TwoMLPHead` (v1: `fc6`, `fc7`) or
+    `FastRCNNConvFCHead` (v2: a Sequential of conv blocks `i.0` + BatchNorm `i.1`, a Flatten, then Linear layers
+    each followed by a ReLU) + `FastRCNNPredictor`."""
     box_head, predictor = model.roi_heads.box_head, model.roi_heads.box_predictor
-    pool, channels = model.pool_size, model.backbone.num_channels
+    pool = model.pool_size
+    channels = box_head.conv_filters if box_head.convs else model.backbone.num_channels
 
     def channels_last(array):  # (out, C * P * P) read as (C, P, P) -> (out, P * P * C) read as (P, P, C)
         out = array.shape[0]
         return array.reshape(out, channels, pool, pool).transpose(0, 2, 3, 1).reshape(out, -1)
 
-    return (_dense_pairs(box_head.fc1, f"{prefix}.box_head.fc6", columns=channels_last)
-            + _dense_pairs(box_head.fc2, f"{prefix}.box_head.fc7")
+    if box_head.convs:
+        pairs = []
+        for index, conv in enumerate(box_head.convs):
+            pairs += _conv_pairs(conv, f"{prefix}.box_head.{index}.0")
+            if box_head.norms:
+                pairs += _batchnorm_pairs(box_head.norms[index], f"{prefix}.box_head.{index}.1")
+        first = len(box_head.convs) + 1  # after the Flatten; each Linear is followed by its ReLU
+        names = [f"{prefix}.box_head.{first + 2 * index}" for index in range(len(box_head.fcs))]
+    else:
+        pairs, names = [], [f"{prefix}.box_head.fc{6 + index}" for index in range(len(box_head.fcs))]
+    for index, (fc, name) in enumerate(zip(box_head.fcs, names)):
+        pairs += _dense_pairs(fc, name, columns=channels_last if index == 0 else None)
+    return (pairs
             + _dense_pairs(predictor.cls_score, f"{prefix}.box_predictor.cls_score", rows=_background_last)
             + _dense_pairs(predictor.bbox_pred, f"{prefix}.box_predictor.bbox_pred",
                            rows=_delta_rows(predictor.num_classes)))
@@ -218,6 +241,8 @@ def mask_head_pairs(model, prefix="roi_heads"):
     pairs = []
     for index, conv in enumerate(head.convs):
         pairs += _conv_pairs(conv, f"{prefix}.mask_head.{index}.0")
+        if head.norms:  # v2: BatchNorm, the block's module 1
+            pairs += _batchnorm_pairs(head.norms[index], f"{prefix}.mask_head.{index}.1")
     return (pairs + _conv_pairs(head.upsample, f"{prefix}.mask_predictor.conv5_mask")
             + _conv_pairs(head.predictor, f"{prefix}.mask_predictor.mask_fcn_logits"))
 

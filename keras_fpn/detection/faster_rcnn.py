@@ -15,7 +15,8 @@ detections (tests/backends).
 Defaults and their sources (torchvision `models/detection/faster_rcnn.py`, `rpn.py`, `roi_heads.py`; detectron2
 `configs/Base-RCNN-FPN.yaml` and `config/defaults.py`):
 - anchors: one size per level, 32-512 px on P2-P6 (anchor_scale 8 strides), aspect ratios 0.5, 1, 2 (both);
-- RPN head: 3x3 conv + ReLU, 1x1 objectness and 1x1 deltas, shared by all levels, N(0, 0.01) init (both);
+- RPN head: 3x3 conv + ReLU, 1x1 objectness and 1x1 deltas, shared by all levels, N(0, 0.01) init (both;
+  torchvision's v2 models stack two 3x3 convs: `rpn_conv_depth`);
 - RPN targets: IoU >= 0.7 positive, < 0.3 negative, each box's best anchors positive; 256 anchors per image, at
   most half positive (both);
 - proposals: top 2,000 (training) / 1,000 (inference) per level before NMS, NMS 0.7 within each level, top 1,000
@@ -69,7 +70,11 @@ class FasterRCNN(Detector):
         roi_aligned: bool, default True: RoIAlign with the half-pixel offset (detectron2's ROIAlignV2); False is
             torchvision's `MultiScaleRoIAlign` (`aligned=False`), which its COCO weights need.
         roi_batch_size_per_image: default 512. roi_positive_fraction: default 0.25. roi_positive_iou: default 0.5.
-        head_dim: default 1024, width of the two fc layers of the default `BoxHead`.
+        head_dim: default 1024, width of the fc layers of the default `BoxHead`.
+        rpn_conv_depth: default 1, 3x3 convs of the default `RPNHead` (torchvision's v2 models: 2).
+        box_head_conv_depth: default 0, box_head_fc_depth: default 2, box_head_norm: default None: the default
+            `BoxHead`'s convs, fc layers and conv normalization (torchvision's v2 models: 4, 1 and `"batch"`).
+        head_norm_epsilon: default 1e-3 (Keras's), of the heads' BatchNormalization; torchvision's is 1e-5.
         box_weights: default (10, 10, 5, 5), of the RoI head's (y, x, h, w) deltas.
         smooth_l1_beta: default 1/9, of both box losses.
         score_threshold: default 0.05. nms_iou_threshold: default 0.5. max_detections: default 100.
@@ -142,6 +147,11 @@ class FasterRCNN(Detector):
         roi_positive_fraction=0.25,
         roi_positive_iou=0.5,
         head_dim=1024,
+        rpn_conv_depth=1,
+        box_head_conv_depth=0,
+        box_head_fc_depth=2,
+        box_head_norm=None,
+        head_norm_epsilon=1e-3,
         box_weights=(10.0, 10.0, 5.0, 5.0),
         smooth_l1_beta=1.0 / 9,
         score_threshold=0.05,
@@ -180,7 +190,7 @@ class FasterRCNN(Detector):
         anchor_generator = AnchorGenerator(rpn_min_level, rpn_max_level, anchor_scale, anchor_scales, aspect_ratios,
                                            anchor_convention)
         rpn_head = _layer(rpn_head) or RPNHead(anchor_generator.anchors_per_location, backbone.num_channels,
-                                               name="rpn_head")
+                                               conv_depth=rpn_conv_depth, name="rpn_head")
         images = keras.Input(shape=backbone.image_shape, name="images")
         pyramid = backbone(images)
         objectness, deltas = [], []
@@ -198,7 +208,9 @@ class FasterRCNN(Detector):
 
         # The RoI heads run on sampled proposals, outside the functional graph; their layers are built here.
         pooled = (None, pool_size, pool_size, backbone.num_channels)
-        box_head = _built(_layer(box_head) or BoxHead(head_dim, name="box_head"), pooled)
+        box_head = _built(_layer(box_head) or BoxHead(
+            head_dim, conv_depth=box_head_conv_depth, fc_depth=box_head_fc_depth, norm=box_head_norm,
+            norm_epsilon=head_norm_epsilon, name="box_head"), pooled)
         box_predictor = _built(_layer(box_predictor) or BoxPredictor(num_classes, name="box_predictor"),
                                box_head.compute_output_shape(pooled))
         self.rpn_head = rpn_head
@@ -233,6 +245,11 @@ class FasterRCNN(Detector):
         self.roi_positive_fraction = roi_positive_fraction
         self.roi_positive_iou = roi_positive_iou
         self.head_dim = head_dim
+        self.rpn_conv_depth = rpn_conv_depth
+        self.box_head_conv_depth = box_head_conv_depth
+        self.box_head_fc_depth = box_head_fc_depth
+        self.box_head_norm = box_head_norm
+        self.head_norm_epsilon = head_norm_epsilon
         self.box_weights = tuple(float(w) for w in box_weights)
         self.smooth_l1_beta = smooth_l1_beta
         self.score_threshold = score_threshold
@@ -369,6 +386,11 @@ class FasterRCNN(Detector):
             "roi_positive_fraction": self.roi_positive_fraction,
             "roi_positive_iou": self.roi_positive_iou,
             "head_dim": self.head_dim,
+            "rpn_conv_depth": self.rpn_conv_depth,
+            "box_head_conv_depth": self.box_head_conv_depth,
+            "box_head_fc_depth": self.box_head_fc_depth,
+            "box_head_norm": self.box_head_norm,
+            "head_norm_epsilon": self.head_norm_epsilon,
             "box_weights": self.box_weights,
             "smooth_l1_beta": self.smooth_l1_beta,
             "score_threshold": self.score_threshold,

@@ -23,14 +23,24 @@ class MaskHead(keras.layers.Layer):
 
     Args:
         num_classes: int. filters: int, default 256. depth: int, default 4.
+        norm: None (default, convs with biases) or `"batch"`: convs without biases, each followed by
+            BatchNormalization (torchvision's v2 `MaskRCNNHeads(..., norm_layer=nn.BatchNorm2d)`).
+        norm_epsilon: float, default 1e-3 (Keras's); torchvision's `nn.BatchNorm2d` is 1e-5.
     """
 
-    def __init__(self, num_classes, filters=256, depth=4, **kwargs):
+    def __init__(self, num_classes, filters=256, depth=4, norm=None, norm_epsilon=1e-3, **kwargs):
         super().__init__(**kwargs)
+        if norm not in (None, "batch"):
+            raise ValueError(f"Received norm={norm!r}; expected None or 'batch'.")
         self.num_classes, self.filters, self.depth = num_classes, filters, depth
+        self.norm, self.norm_epsilon = norm, norm_epsilon
         init = keras.initializers.HeNormal()  # detectron2's c2_msra_fill
-        self.convs = [keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=init,
-                                          dtype=self.dtype_policy, name=f"conv{index + 1}") for index in range(depth)]
+        self.convs = [keras.layers.Conv2D(filters, 3, padding="same", activation=None if norm else "relu",
+                                          use_bias=norm is None, kernel_initializer=init, dtype=self.dtype_policy,
+                                          name=f"conv{index + 1}") for index in range(depth)]
+        self.norms = [keras.layers.BatchNormalization(epsilon=norm_epsilon, dtype=self.dtype_policy,
+                                                      name=f"conv{index + 1}_norm")
+                      for index in range(depth if norm else 0)]
         self.upsample = keras.layers.Conv2DTranspose(filters, 2, strides=2, activation="relu",
                                                      kernel_initializer=init, dtype=self.dtype_policy,
                                                      name="upsample")
@@ -39,16 +49,20 @@ class MaskHead(keras.layers.Layer):
 
     def build(self, input_shape):
         shape = tuple(input_shape)
-        for conv in self.convs:
+        for index, conv in enumerate(self.convs):
             conv.build(shape)
             shape = (*shape[:3], self.filters)
+            if self.norms:
+                self.norms[index].build(shape)
         self.upsample.build(shape)
         self.predictor.build((shape[0], None, None, self.filters))
         self.built = True
 
-    def call(self, x):
-        for conv in self.convs:
+    def call(self, x, training=None):
+        for index, conv in enumerate(self.convs):
             x = conv(x)
+            if self.norms:
+                x = ops.relu(self.norms[index](x, training=training))
         return self.predictor(self.upsample(x))
 
     def compute_output_shape(self, input_shape):
@@ -56,7 +70,8 @@ class MaskHead(keras.layers.Layer):
         return (input_shape[0], size(input_shape[1]), size(input_shape[2]), self.num_classes)
 
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes, "filters": self.filters, "depth": self.depth}
+        return {**super().get_config(), "num_classes": self.num_classes, "filters": self.filters, "depth": self.depth,
+                "norm": self.norm, "norm_epsilon": self.norm_epsilon}
 
 
 def mask_targets(masks, rois, gt_index, resolution):

@@ -17,6 +17,7 @@ class MaskRCNN(FasterRCNN):
         num_classes: int.
         mask_pool_size: int, default 14, RoIAlign output of the mask head (its masks are twice this).
         mask_head_filters: int, default 256. mask_head_depth: int, default 4.
+        mask_head_norm: None (default) or `"batch"` (torchvision's v2 model), at `head_norm_epsilon`.
         mask_head: None or a layer: pooled RoIs `[R, mask_pool_size, mask_pool_size, C]` -> mask logits
             `[R, 2 * mask_pool_size, 2 * mask_pool_size, num_classes]`. None builds `MaskHead(num_classes,
             mask_head_filters, mask_head_depth)`.
@@ -31,15 +32,17 @@ class MaskRCNN(FasterRCNN):
 
     uses_masks = True
 
-    def __init__(self, num_classes, mask_pool_size=14, mask_head_filters=256, mask_head_depth=4, mask_head=None,
-                 **kwargs):
+    def __init__(self, num_classes, mask_pool_size=14, mask_head_filters=256, mask_head_depth=4, mask_head_norm=None,
+                 mask_head=None, **kwargs):
         super().__init__(num_classes, **kwargs)
         self.mask_pool_size = mask_pool_size
         self.mask_head_filters = mask_head_filters
         self.mask_head_depth = mask_head_depth
+        self.mask_head_norm = mask_head_norm
         pooled = (None, mask_pool_size, mask_pool_size, self.backbone.num_channels)
-        mask_head = _built(_layer(mask_head) or MaskHead(num_classes, mask_head_filters, mask_head_depth,
-                                                         name="mask_head"), pooled)
+        mask_head = _built(_layer(mask_head) or MaskHead(
+            num_classes, mask_head_filters, mask_head_depth, norm=mask_head_norm, norm_epsilon=self.head_norm_epsilon,
+            name="mask_head"), pooled)
         self.mask_resolution = int(mask_head.compute_output_shape(pooled)[1])  # shadows Detector's None
         self.roi_heads.mask_head = mask_head
         self.roi_heads.mask_pool_size = mask_pool_size
@@ -79,4 +82,5 @@ class MaskRCNN(FasterRCNN):
     def get_config(self):
         return {**super().get_config(), "mask_pool_size": self.mask_pool_size,
                 "mask_head_filters": self.mask_head_filters, "mask_head_depth": self.mask_head_depth,
+                "mask_head_norm": self.mask_head_norm,
                 "mask_head": keras.saving.serialize_keras_object(self.roi_heads.mask_head)}

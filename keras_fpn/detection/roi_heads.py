@@ -3,7 +3,8 @@ picks (Eq. 1), a box head, a box predictor, their training examples, loss and de
 
 Parts, split as torchvision (`TwoMLPHead`, `FastRCNNPredictor`, `roi_heads.py`) and detectron2 (`box_head.py`,
 `fast_rcnn.py`, `roi_heads.py`) split them:
-- `BoxHead`: pooled RoI features to one vector per RoI (the paper's "2-fc MLP head": two 1024-d fc + ReLU);
+- `BoxHead`: pooled RoI features to one vector per RoI (the paper's "2-fc MLP head": two 1024-d fc + ReLU; or
+  convs then fcs, as torchvision's v2 `FastRCNNConvFCHead`);
 - `BoxPredictor`: that vector to class logits (background last) and class-specific box deltas;
 - `sample_rois`: proposals plus ground truth, sampled to a fixed count with their labels and box targets;
 - `roi_loss`: softmax cross-entropy and smooth-L1 of the ground-truth class's deltas;
@@ -32,41 +33,89 @@ from keras_fpn.utils.distribute import sum_over_replicas
 
 @keras.saving.register_keras_serializable(package="keras_fpn")
 class BoxHead(keras.layers.Layer):
-    """Two fully connected layers with ReLU on each flattened RoI (torchvision's `TwoMLPHead`, detectron2's
-    `FastRCNNConvFCHead` with 0 convs and 2 fcs; the FPN paper's "2-fc MLP head").
+    """`conv_depth` x (3x3 conv [+ norm] + ReLU), then `fc_depth` fully connected layers with ReLU on each flattened
+    RoI (detectron2's `FastRCNNConvFCHead`). The default, 0 convs and 2 fcs, is the FPN paper's "2-fc MLP head"
+    (torchvision's `TwoMLPHead`); 4 convs with BatchNorm and 1 fc is torchvision's v2 `FastRCNNConvFCHead`
+    (`fasterrcnn_resnet50_fpn_v2`, after Wu & He's "4conv1fc" of detectron2's `NUM_CONV: 4, NUM_FC: 1`).
 
     Args:
-        representation_size: int, default 1024, width of both layers.
+        representation_size: int, default 1024, width of the fc layers.
+        conv_depth: int, default 0. conv_filters: int, default 256, channels of the convs.
+        fc_depth: int, default 2 (at least 1).
+        norm: None (default, convs with biases) or `"batch"` (convs without biases, each followed by
+            BatchNormalization). norm_epsilon: float, default 1e-3 (Keras's); torchvision's `nn.BatchNorm2d` is
+            1e-5.
 
     Call arguments:
-        pooled: `[R, S, S, C]` RoI features, flattened in (height, width, channel) order.
+        pooled: `[R, S, S, C]` RoI features; flattened in (height, width, channel) order after the convs.
 
     Returns:
         `[R, representation_size]`.
     """
 
-    def __init__(self, representation_size=1024, **kwargs):
+    def __init__(self, representation_size=1024, conv_depth=0, conv_filters=256, fc_depth=2, norm=None,
+                 norm_epsilon=1e-3, **kwargs):
         super().__init__(**kwargs)
+        if norm not in (None, "batch"):
+            raise ValueError(f"Received norm={norm!r}; expected None or 'batch'.")
+        if not isinstance(fc_depth, int) or fc_depth < 1 or not isinstance(conv_depth, int) or conv_depth < 0:
+            raise ValueError(f"Received conv_depth={conv_depth!r}, fc_depth={fc_depth!r}; expected conv_depth >= 0 "
+                             "and fc_depth >= 1.")
         self.representation_size = representation_size
-        self.fc1 = keras.layers.Dense(representation_size, activation="relu", dtype=self.dtype_policy, name="fc1")
-        self.fc2 = keras.layers.Dense(representation_size, activation="relu", dtype=self.dtype_policy, name="fc2")
+        self.conv_depth, self.conv_filters, self.fc_depth = conv_depth, conv_filters, fc_depth
+        self.norm, self.norm_epsilon = norm, norm_epsilon
+        # torchvision initialises these convs Kaiming-normal (fan out), detectron2 c2_msra_fill: the same.
+        self.convs = [keras.layers.Conv2D(conv_filters, 3, padding="same", use_bias=norm is None,
+                                          activation=None if norm else "relu",
+                                          kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out"),
+                                          dtype=self.dtype_policy, name=f"conv{index + 1}")
+                      for index in range(conv_depth)]
+        self.norms = [keras.layers.BatchNormalization(epsilon=norm_epsilon, dtype=self.dtype_policy,
+                                                      name=f"conv{index + 1}_norm")
+                      for index in range(conv_depth if norm else 0)]
+        # fc1 and fc2 keep their names (and attributes) of the 2-fc head, so its files load.
+        fcs = [keras.layers.Dense(representation_size, activation="relu", dtype=self.dtype_policy,
+                                  name=f"fc{index + 1}") for index in range(fc_depth)]
+        self.fc1, self.fc2 = fcs[0], (fcs[1] if fc_depth > 1 else None)
+        self.more_fcs = fcs[2:]
+
+    @property
+    def fcs(self):
+        return [fc for fc in (self.fc1, self.fc2, *self.more_fcs) if fc is not None]
 
     def build(self, input_shape):
+        shape = tuple(input_shape)
+        for index, conv in enumerate(self.convs):
+            conv.build(shape)
+            shape = (*shape[:3], self.conv_filters)
+            if self.norms:
+                self.norms[index].build(shape)
         flat = 1
-        for size in input_shape[1:]:
+        for size in shape[1:]:
             flat *= size
-        self.fc1.build((input_shape[0], flat))
-        self.fc2.build((input_shape[0], self.representation_size))
+        for fc in self.fcs:
+            fc.build((shape[0], flat))
+            flat = self.representation_size
         self.built = True
 
-    def call(self, pooled):
-        return self.fc2(self.fc1(ops.reshape(pooled, (ops.shape(pooled)[0], -1))))
+    def call(self, pooled, training=None):
+        x = pooled
+        for index, conv in enumerate(self.convs):
+            x = conv(x)
+            if self.norms:
+                x = ops.relu(self.norms[index](x, training=training))
+        x = ops.reshape(x, (ops.shape(x)[0], -1))
+        for fc in self.fcs:
+            x = fc(x)
+        return x
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.representation_size)
 
     def get_config(self):
-        return {**super().get_config(), "representation_size": self.representation_size}
+        return {**super().get_config(), "representation_size": self.representation_size,
+                "conv_depth": self.conv_depth, "conv_filters": self.conv_filters, "fc_depth": self.fc_depth,
+                "norm": self.norm, "norm_epsilon": self.norm_epsilon}
 
 
 @keras.saving.register_keras_serializable(package="keras_fpn")

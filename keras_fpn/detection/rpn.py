@@ -26,23 +26,32 @@ RPN_BOX_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 
 @keras.saving.register_keras_serializable(package="keras_fpn")
 class RPNHead(keras.layers.Layer):
-    """The RPN's head, shared by every pyramid level: a 3x3 conv + ReLU, then 1x1 convs to one objectness logit
-    and 4 box deltas per anchor.
+    """The RPN's head, shared by every pyramid level: `conv_depth` x (3x3 conv + ReLU), then 1x1 convs to one
+    objectness logit and 4 box deltas per anchor.
 
     Args:
         num_anchors: int, anchors per location. filters: int, default 256 (the pyramid's channels).
+        conv_depth: int, default 1 (the paper; torchvision's `RPNHead` default). torchvision's v2 R-CNNs use 2
+            (`RPNHead(..., conv_depth=2)` in `fasterrcnn_resnet50_fpn_v2`).
 
     Returns (called on one `[batch, H, W, C]` map): `(objectness [batch, H*W*A], deltas [batch, H*W*A, 4])`, in
     the order of `AnchorGenerator.level_anchors` (row, column, anchor).
     """
 
-    def __init__(self, num_anchors, filters=256, **kwargs):
+    def __init__(self, num_anchors, filters=256, conv_depth=1, **kwargs):
         super().__init__(**kwargs)
+        if not isinstance(conv_depth, int) or conv_depth < 1:
+            raise ValueError(f"Received conv_depth={conv_depth!r}; expected a positive integer.")
         self.num_anchors = num_anchors
         self.filters = filters
+        self.conv_depth = conv_depth
         init = keras.initializers.RandomNormal(stddev=0.01)
+        # The first conv keeps the name (and attribute) it had when there was one, so older files load.
         self.conv = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=init,
                                         dtype=self.dtype_policy, name="conv")
+        self.more_convs = [keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=init,
+                                               dtype=self.dtype_policy, name=f"conv{index + 2}")
+                           for index in range(conv_depth - 1)]
         self.objectness = keras.layers.Conv2D(num_anchors, 1, kernel_initializer=init, dtype=self.dtype_policy,
                                               name="objectness")
         self.box = keras.layers.Conv2D(4 * num_anchors, 1, kernel_initializer=init, dtype=self.dtype_policy,
@@ -51,12 +60,16 @@ class RPNHead(keras.layers.Layer):
     def build(self, input_shape):
         self.conv.build(input_shape)
         hidden = (*input_shape[:3], self.filters)
+        for conv in self.more_convs:
+            conv.build(hidden)
         self.objectness.build(hidden)
         self.box.build(hidden)
         self.built = True
 
     def call(self, features):
         x = self.conv(features)
+        for conv in self.more_convs:
+            x = conv(x)
         batch = ops.shape(features)[0]
         return (ops.reshape(self.objectness(x), (batch, -1)),
                 ops.reshape(self.box(x), (batch, -1, 4)))
@@ -67,7 +80,8 @@ class RPNHead(keras.layers.Layer):
         return (batch, count), (batch, count, 4)
 
     def get_config(self):
-        return {**super().get_config(), "num_anchors": self.num_anchors, "filters": self.filters}
+        return {**super().get_config(), "num_anchors": self.num_anchors, "filters": self.filters,
+                "conv_depth": self.conv_depth}
 
 
 def rpn_targets(anchors, boxes, labels, positive_iou=0.7, negative_iou=0.3, batch_size_per_image=256,

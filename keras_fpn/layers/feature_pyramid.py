@@ -52,6 +52,8 @@ class FeaturePyramid(keras.layers.Layer):
         norm: None, `"batch"` or `"group"`, default None. Normalization after every conv; convs lose their bias
             when it is set.
         norm_groups: int, default 32. Groups of `"group"` normalization; must divide `num_channels`.
+        norm_epsilon: float or None, default None (Keras's layer default, 1e-3). The normalization's epsilon;
+            torchvision's v2 pyramids use `nn.BatchNorm2d`'s 1e-5, which their weights need.
         extra_padding: str, default `"same"`. Padding of the stride-2 convs of the extra levels: Keras's `"same"`
             (which pads only the bottom and right of an even-sized map) or `"symmetric"` (one pixel on every side,
             PyTorch's `padding=1`, as torchvision's and detectron2's `LastLevelP6P7`: needed for their weights).
@@ -97,6 +99,7 @@ class FeaturePyramid(keras.layers.Layer):
         extra_levels_from="backbone",
         norm=None,
         norm_groups=32,
+        norm_epsilon=None,
         extra_padding="same",
         top_down=True,
         lateral=True,
@@ -142,6 +145,7 @@ class FeaturePyramid(keras.layers.Layer):
         self.extra_levels_from = extra_levels_from
         self.norm = norm
         self.norm_groups = norm_groups
+        self.norm_epsilon = norm_epsilon
         self.extra_padding = extra_padding
         self.top_down = bool(top_down)
         self.lateral = bool(lateral)
@@ -169,11 +173,12 @@ class FeaturePyramid(keras.layers.Layer):
         )
 
     def _norm_layer(self, name):
+        epsilon = {} if self.norm_epsilon is None else {"epsilon": self.norm_epsilon}
         if self.norm == "batch":
-            return keras.layers.BatchNormalization(axis=-1, dtype=self.dtype_policy, name=f"{name}_norm")
+            return keras.layers.BatchNormalization(axis=-1, dtype=self.dtype_policy, name=f"{name}_norm", **epsilon)
         if self.norm == "group":
             return keras.layers.GroupNormalization(
-                groups=self.norm_groups, axis=-1, dtype=self.dtype_policy, name=f"{name}_norm"
+                groups=self.norm_groups, axis=-1, dtype=self.dtype_policy, name=f"{name}_norm", **epsilon
             )
         return None
 
@@ -327,6 +332,7 @@ class FeaturePyramid(keras.layers.Layer):
                 "extra_levels_from": self.extra_levels_from,
                 "norm": self.norm,
                 "norm_groups": self.norm_groups,
+                "norm_epsilon": self.norm_epsilon,
                 "extra_padding": self.extra_padding,
                 "top_down": self.top_down,
                 "lateral": self.lateral,

@@ -4,6 +4,11 @@ The reference (tests/fixtures/torchvision/reference.py) is torchvision's own out
 generated images, stored once; here the same weights are converted and run in keras_fpn. Compared as the
 conversion issue asks: pyramid maps within 1e-3 of the maps' scale, and 99% of the detections matched both ways
 (same label, IoU >= 0.99, score within 1e-3).
+
+CI compares one model of each family and version: RetinaNet v1 and v2, Faster R-CNN v1, Mask R-CNN v1 and v2
+(whose parts include all of Faster R-CNN v2's). Faster R-CNN v2 is compared too with
+
+    KERAS_FPN_ALL_CONVERSIONS=1 python -m pytest tests/convert/test_torchvision.py
 """
 
 import importlib.util
@@ -63,7 +68,22 @@ def retinanet_v2():
     return _convert("retinanet_resnet50_fpn_v2")
 
 
-@pytest.fixture(params=["retinanet", "retinanet_v2", "fasterrcnn", "maskrcnn"])
+@pytest.fixture(scope="module")
+def maskrcnn_v2():
+    return _convert("maskrcnn_resnet50_fpn_v2")
+
+
+@pytest.fixture(scope="module")
+def fasterrcnn_v2():
+    return _convert("fasterrcnn_resnet50_fpn_v2")
+
+
+_ALL = os.environ.get("KERAS_FPN_ALL_CONVERSIONS") == "1"
+
+
+@pytest.fixture(params=["retinanet", "retinanet_v2", "fasterrcnn", "maskrcnn", "maskrcnn_v2",
+                        pytest.param("fasterrcnn_v2", marks=pytest.mark.skipif(
+                            not _ALL, reason="its parts are Mask R-CNN v2's; KERAS_FPN_ALL_CONVERSIONS=1 runs it"))])
 def converted(request):
     """Each converted family in turn (the models are built once per module)."""
     return request.getfixturevalue(request.param)
@@ -116,9 +136,10 @@ def test_pyramid_maps_equal_torchvision(converted):
             assert error <= 1e-3, f"batch {index} P{level}: max difference {error:.2e} of the maps' scale"
 
 
-def test_proposals_match_torchvision(fasterrcnn):
+@pytest.mark.parametrize("version", ["fasterrcnn", "maskrcnn_v2"])  # the 1-conv and the 2-conv RPN head
+def test_proposals_match_torchvision(version, request):
     """Each of torchvision's best 300 proposals per image is one of keras_fpn's (IoU >= 0.99)."""
-    model, _, expected = fasterrcnn
+    model, _, expected = request.getfixturevalue(version)
     for index in range(len(reference.BATCHES)):
         padded, content = _padded(model, expected[f"b{index}_images"])
         boxes, _, valid = model.propose(padded, image_sizes=content)
@@ -191,10 +212,11 @@ def test_the_saved_model_serves_torchvisions_detections(retinanet, tmp_path):
         assert matched_fraction(*theirs, *ours) >= 0.99, image
 
 
-def test_mask_probabilities_equal_torchvision(maskrcnn):
+@pytest.mark.parametrize("version", ["maskrcnn", "maskrcnn_v2"])
+def test_mask_probabilities_equal_torchvision(version, request):
     """Mask R-CNN's box-relative 28x28 mask probabilities (torchvision's roi_heads output, before it pastes them)
     on the matched detections (its best 20 per image are stored): within 1e-3 (the fixture keeps float16)."""
-    model, _, expected = maskrcnn
+    model, _, expected = request.getfixturevalue(version)
     for index in range(len(reference.BATCHES)):
         found = model.predict(expected[f"b{index}_images"], verbose=0)
         for image in range(2):
@@ -251,7 +273,7 @@ def test_parameter_shapes_are_torchvisions():
     dicts, recorded when the reference was made."""
     from keras_fpn.convert import parameter_shapes
 
-    for name in ("fasterrcnn_resnet50_fpn", "retinanet_resnet50_fpn"):
+    for name in ("fasterrcnn_resnet50_fpn", "retinanet_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2"):
         with open(os.path.join(FIXTURES, f"{name}.json")) as file:
             shapes = {key: tuple(shape) for key, shape in json.load(file)["shapes"].items()
                       if not key.endswith("num_batches_tracked")}

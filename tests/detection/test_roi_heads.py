@@ -19,6 +19,16 @@ def test_box_head_and_predictor_through_the_layer_harness():
                    expected_output_shape=(3, 8))
     run_layer_test(BoxPredictor, {"num_classes": 5}, np.zeros((3, 8), np.float32),
                    expected_output_shape=((3, 6), (3, 5, 4)))
+    # torchvision's v2 "4conv1fc" head (here 2 convs): convs without bias, BatchNorm at 1e-5, one fc.
+    pooled = np.random.RandomState(0).normal(size=(3, 7, 7, 4)).astype(np.float32)
+    v2 = {"representation_size": 8, "conv_depth": 2, "conv_filters": 6, "fc_depth": 1, "norm": "batch",
+          "norm_epsilon": 1e-5}
+    run_layer_test(BoxHead, v2, pooled, expected_output_shape=(3, 8))
+    head = BoxHead(**v2)
+    head(pooled)
+    assert [fc.name for fc in head.fcs] == ["fc1"] and not any(conv.use_bias for conv in head.convs)
+    assert [norm.epsilon for norm in head.norms] == [1e-5, 1e-5]
+    assert head.fcs[0].kernel.shape == (7 * 7 * 6, 8)
 
 
 def test_sampled_rois_carry_their_matched_box_label_and_targets():

@@ -22,6 +22,12 @@ def _deltas(anchor, box, weights=(1.0, 1.0, 1.0, 1.0)):
 def test_rpn_head_through_the_layer_harness():
     run_layer_test(RPNHead, {"num_anchors": 3, "filters": 8}, np.zeros((2, 5, 7, 8), np.float32),
                    expected_output_shape=((2, 105), (2, 105, 4)))
+    # torchvision's v2 head: two 3x3 convs; the first keeps the name older files store it under.
+    run_layer_test(RPNHead, {"num_anchors": 3, "filters": 8, "conv_depth": 2}, np.zeros((2, 5, 7, 8), np.float32),
+                   expected_output_shape=((2, 105), (2, 105, 4)))
+    head = RPNHead(3, 8, conv_depth=2)
+    head(np.zeros((1, 5, 7, 8), np.float32))
+    assert [conv.name for conv in (head.conv, *head.more_convs)] == ["conv", "conv2"]
 
 
 def test_rpn_targets_by_hand():
