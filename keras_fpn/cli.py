@@ -357,7 +357,7 @@ def _predict(args):
             for box, score, label in zip(result["boxes"][keep], result["scores"][keep], result["labels"][keep])
         ]
         if "masks" in result:  # each detection's mask in the image, as COCO RLE (pycocotools.mask.decode reads it)
-            for detection, rle in zip(detections, _mask_rles(result, keep)):
+            for detection, rle in zip(detections, _mask_rles(result, keep, model.mask_paste)):
                 detection["mask_rle"] = rle
         report.append({"image": result["path"], "height": int(result["image"].shape[0]),
                        "width": int(result["image"].shape[1]), "detections": detections})
@@ -367,12 +367,13 @@ def _predict(args):
         json.dump(report, file, indent=2)
     save_detection_grid(args.output, [r["image"] for r in results],
                         [(r["boxes"], r["scores"], r["labels"], *([r["masks"]] if "masks" in r else []))
-                         for r in results], class_names=class_names, score_threshold=args.score_threshold)
+                         for r in results], class_names=class_names, score_threshold=args.score_threshold,
+                        mask_paste=model.mask_paste)
     print(f"wrote {args.output} and {args.json}")
     return 0
 
 
-def _mask_rles(result, keep):
+def _mask_rles(result, keep, mask_paste="keras_fpn"):
     """COCO RLE of each kept detection's mask pasted into its image."""
     import numpy as np
 
@@ -383,7 +384,8 @@ def _mask_rles(result, keep):
         return []
     height, width = result["image"].shape[:2]
     return [mask_to_rle(mask) for mask in
-            np.asarray(paste_masks(result["masks"][keep], result["boxes"][keep], height, width))]
+            np.asarray(paste_masks(result["masks"][keep], result["boxes"][keep], height, width,
+                                   convention=mask_paste))]
 
 
 def build_parser():

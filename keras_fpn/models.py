@@ -54,7 +54,7 @@ _FIELDS = {
     "roi_heads": {"min_level", "max_level", "pool_size", "sampling_ratio", "aligned", "batch_size_per_image",
                   "positive_fraction", "positive_iou", "head_dim", "box_weights", "smooth_l1_beta", "conv_depth",
                   "fc_depth", "norm", "norm_epsilon", "source"},
-    "mask_head": {"pool_size", "filters", "depth", "norm", "source"},
+    "mask_head": {"pool_size", "filters", "depth", "norm", "paste", "source"},
     "detection": {"positive_iou", "negative_iou", "box_loss", "smooth_l1_beta", "box_loss_weight", "focal_alpha",
                   "focal_gamma", "score_threshold", "pre_nms_topk", "nms_iou_threshold", "max_detections"},
     "training": {"batch_size", "epochs", "steps", "optimizer", "learning_rate", "weight_decay", "global_clipnorm",
@@ -240,7 +240,7 @@ def maskrcnn_kwargs(record):
     """`MaskRCNN` constructor arguments of a zoo record: `fasterrcnn_kwargs` plus the `mask_head` section."""
     kwargs = fasterrcnn_kwargs(record)
     names = {"pool_size": "mask_pool_size", "filters": "mask_head_filters", "depth": "mask_head_depth",
-             "norm": "mask_head_norm"}
+             "norm": "mask_head_norm", "paste": "mask_paste"}
     for key, value in record.get("mask_head", {}).items():
         if key != "source":
             kwargs[names[key]] = value

@@ -14,7 +14,7 @@ def _name(label, class_names):
     return class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
 
 
-def _overlay_masks(image, masks, boxes, labels, scores, score_threshold):
+def _overlay_masks(image, masks, boxes, labels, scores, score_threshold, mask_paste="keras_fpn"):
     """The image with each drawn detection's mask (box-relative `[S, S]` probabilities) tinted in."""
     from keras_fpn.ops.masks import paste_masks
 
@@ -23,7 +23,7 @@ def _overlay_masks(image, masks, boxes, labels, scores, score_threshold):
     if not keep:
         return image
     pasted = np.asarray(paste_masks(np.asarray(masks, np.float32)[None, keep], np.asarray(boxes, np.float32)[None, keep],
-                                    image.shape[0], image.shape[1]))[0]
+                                    image.shape[0], image.shape[1], convention=mask_paste))[0]
     colors = np.array([[255, 23, 68], [41, 121, 255], [255, 196, 0], [0, 200, 83], [170, 0, 255]], np.float32)
     for k, mask in enumerate(pasted):
         inside = mask.astype(bool)
@@ -35,7 +35,7 @@ LABEL_FONT_SIZE = 7
 
 
 def draw_boxes(axes, image, boxes=None, labels=None, scores=None, class_names=None, color=DETECTION_COLOR,
-               ground_truth=None, score_threshold=0.0, masks=None):
+               ground_truth=None, score_threshold=0.0, masks=None, mask_paste="keras_fpn"):
     """Draws one image on matplotlib `axes` with labelled boxes.
 
     Args:
@@ -48,12 +48,14 @@ def draw_boxes(axes, image, boxes=None, labels=None, scores=None, class_names=No
         ground_truth: `(boxes [M, 4], labels [M])` or None, drawn dashed in green; negative labels are padding.
         masks: `[D, S, S]` box-relative mask probabilities of the detections (a `MaskRCNN`'s), or None; each drawn
             detection's mask is pasted into the image (`keras_fpn.ops.paste_masks`) and tinted.
+        mask_paste: the pasting convention (`paste_masks`'s `convention`: the model's `mask_paste`).
     """
     from matplotlib.patches import Rectangle
 
     if masks is not None and boxes is not None:
         image = _overlay_masks(image, masks, np.reshape(boxes, (-1, 4)), np.reshape(labels, (-1,)),
-                               np.ones(len(labels)) if scores is None else np.reshape(scores, (-1,)), score_threshold)
+                               np.ones(len(labels)) if scores is None else np.reshape(scores, (-1,)), score_threshold,
+                               mask_paste)
     axes.imshow(np.clip(np.asarray(image, np.float32), 0, 255).astype(np.uint8))
     axes.set_axis_off()
 
@@ -93,7 +95,7 @@ def draw_boxes(axes, image, boxes=None, labels=None, scores=None, class_names=No
 
 
 def save_detection_grid(path, images, detections=None, ground_truth=None, class_names=None, columns=4,
-                        score_threshold=0.3, title=None):
+                        score_threshold=0.3, title=None, mask_paste="keras_fpn"):
     """Saves a PNG grid of images with ground truth (green, dashed) and detections (red, with scores).
 
     Args:
@@ -107,6 +109,7 @@ def save_detection_grid(path, images, detections=None, ground_truth=None, class_
         columns: int, images per row.
         score_threshold: float, detections below it are not drawn.
         title: str or None.
+        mask_paste: how masks are pasted (`keras_fpn.ops.paste_masks`'s `convention`; the model's `mask_paste`).
 
     Returns:
         `path`. One image without a title is drawn at its own size (a 640x480 image gives a 640x480 PNG); a grid
@@ -142,7 +145,8 @@ def save_detection_grid(path, images, detections=None, ground_truth=None, class_
         boxes, scores, labels = found[:3]
         draw_boxes(ax, images[index], boxes, labels, scores, class_names,
                    ground_truth=ground_truth[index] if ground_truth is not None else None,
-                   score_threshold=score_threshold, masks=found[3] if len(found) > 3 else None)
+                   score_threshold=score_threshold, masks=found[3] if len(found) > 3 else None,
+                   mask_paste=mask_paste)
     if title:
         figure.suptitle(title)
     if len(images) > 1 or title:

@@ -298,6 +298,7 @@ class Detector(keras.Model):
 
     uses_masks = False
     mask_resolution = None
+    mask_paste = "keras_fpn"
 
     def __init__(self, *args, size_divisible=None, resize_min_size=None, resize_max_size=None, **kwargs):
         check_resize(size_divisible, resize_min_size, resize_max_size)

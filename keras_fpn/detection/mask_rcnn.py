@@ -7,6 +7,7 @@ from keras import ops
 from keras_fpn.detection.checks import check_masks
 from keras_fpn.detection.faster_rcnn import FasterRCNN, _built, _layer
 from keras_fpn.detection.mask_head import MaskHead, mask_loss, mask_targets
+from keras_fpn.ops.masks import PASTE_CONVENTIONS
 
 
 @keras.saving.register_keras_serializable(package="keras_fpn")
@@ -18,6 +19,9 @@ class MaskRCNN(FasterRCNN):
         mask_pool_size: int, default 14, RoIAlign output of the mask head (its masks are twice this).
         mask_head_filters: int, default 256. mask_head_depth: int, default 4.
         mask_head_norm: None (default) or `"batch"` (torchvision's v2 model), at `head_norm_epsilon`.
+        mask_paste: `"keras_fpn"` (default) or `"torchvision"`: how this model's box-relative masks are pasted
+            into images by evaluation, `keras-fpn predict` and the pictures (`keras_fpn.ops.paste_masks`'s
+            `convention`). Converted torchvision models use torchvision's, which their masks agree with.
         mask_head: None or a layer: pooled RoIs `[R, mask_pool_size, mask_pool_size, C]` -> mask logits
             `[R, 2 * mask_pool_size, 2 * mask_pool_size, num_classes]`. None builds `MaskHead(num_classes,
             mask_head_filters, mask_head_depth)`.
@@ -33,12 +37,15 @@ class MaskRCNN(FasterRCNN):
     uses_masks = True
 
     def __init__(self, num_classes, mask_pool_size=14, mask_head_filters=256, mask_head_depth=4, mask_head_norm=None,
-                 mask_head=None, **kwargs):
+                 mask_paste="keras_fpn", mask_head=None, **kwargs):
         super().__init__(num_classes, **kwargs)
         self.mask_pool_size = mask_pool_size
         self.mask_head_filters = mask_head_filters
         self.mask_head_depth = mask_head_depth
         self.mask_head_norm = mask_head_norm
+        if mask_paste not in PASTE_CONVENTIONS:
+            raise ValueError(f"Received mask_paste={mask_paste!r}; expected one of {PASTE_CONVENTIONS}.")
+        self.mask_paste = mask_paste
         pooled = (None, mask_pool_size, mask_pool_size, self.backbone.num_channels)
         mask_head = _built(_layer(mask_head) or MaskHead(
             num_classes, mask_head_filters, mask_head_depth, norm=mask_head_norm, norm_epsilon=self.head_norm_epsilon,
@@ -82,5 +89,5 @@ class MaskRCNN(FasterRCNN):
     def get_config(self):
         return {**super().get_config(), "mask_pool_size": self.mask_pool_size,
                 "mask_head_filters": self.mask_head_filters, "mask_head_depth": self.mask_head_depth,
-                "mask_head_norm": self.mask_head_norm,
+                "mask_head_norm": self.mask_head_norm, "mask_paste": self.mask_paste,
                 "mask_head": keras.saving.serialize_keras_object(self.roi_heads.mask_head)}

@@ -166,7 +166,8 @@ def collect_detections(model, dataset, verbose=0, with_masks=False):
                 raise ValueError("Mask metrics need a model that predicts masks (MaskRCNN) and targets with "
                                  "'masks' (e.g. load_shapes(..., with_masks=True) through detection_pipeline).")
             gt_masks = np.asarray(targets["masks"])
-            pred_masks = np.asarray(paste_masks(predictions["masks"], pred_boxes, height, width))
+            pred_masks = np.asarray(paste_masks(predictions["masks"], pred_boxes, height, width,
+                                                convention=model.mask_paste))
         for i in range(len(gt_labels)):
             keep = gt_labels[i] >= 0
             n = int(predictions["num_detections"][i])

@@ -213,12 +213,19 @@ def test_the_saved_model_serves_torchvisions_detections(retinanet, tmp_path):
 
 
 @pytest.mark.parametrize("version", ["maskrcnn", "maskrcnn_v2"])
-def test_mask_probabilities_equal_torchvision(version, request):
-    """Mask R-CNN's box-relative 28x28 mask probabilities (torchvision's roi_heads output, before it pastes them)
-    on the matched detections (its best 20 per image are stored): within 1e-3 (the fixture keeps float16)."""
+def test_masks_equal_torchvision(version, request):
+    """On the matched detections (torchvision's best 20 per image are stored): Mask R-CNN's box-relative 28x28
+    mask probabilities (torchvision's roi_heads output, before it pastes them) within 1e-3 (the fixture keeps
+    float16), and the masks pasted into the image (the model's `mask_paste`, torchvision's convention for
+    converted models) at IoU >= 0.98 with torchvision's (`> 0.5` of its pasted probabilities)."""
+    from keras_fpn.ops import paste_masks
+
     model, _, expected = request.getfixturevalue(version)
+    assert model.mask_paste == "torchvision"
+    ious = []
     for index in range(len(reference.BATCHES)):
-        found = model.predict(expected[f"b{index}_images"], verbose=0)
+        images = expected[f"b{index}_images"]
+        found = model.predict(images, verbose=0)
         for image in range(2):
             theirs = expected[f"b{index}_i{image}_mask_probabilities"].astype(np.float32)
             boxes = expected[f"b{index}_i{image}_boxes"][:len(theirs)]
@@ -230,6 +237,14 @@ def test_mask_probabilities_equal_torchvision(version, request):
             assert np.all(overlaps[np.arange(len(boxes)), match] >= 0.99), (index, image)
             error = np.max(np.abs(found["masks"][image, match] - theirs))
             assert error <= 1e-3, (index, image, error)
+
+            height, width = images.shape[1:3]
+            pasted = np.unpackbits(expected[f"b{index}_i{image}_masks"], axis=-1)[..., :width].astype(bool)
+            ours = np.asarray(paste_masks(found["masks"][image, match], found["boxes"][image, match], height,
+                                          width, threshold=None, convention=model.mask_paste)) > 0.5
+            union = np.sum(ours | pasted, axis=(1, 2))
+            ious += list(np.sum(ours & pasted, axis=(1, 2)) / np.maximum(union, 1))
+    assert len(ious) == 4 * reference.STORED_MASKS and min(ious) >= 0.98, min(ious)
 
 
 def test_convert_then_predict_on_the_command_line(tmp_path, capsys, raccoon):
