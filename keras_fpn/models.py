@@ -44,7 +44,7 @@ _FIELDS = {
     "backbone": {"application", "weights", "kwargs", "batchnorm_momentum", "freeze_batchnorm"},
     "pyramid": {"min_level", "max_level", "num_channels", "fusion", "extra_levels_from", "extra_padding", "norm",
                 "norm_epsilon", "top_down", "lateral", "source"},
-    "head": {"filters", "depth", "norm", "norm_epsilon", "prior_probability", "source"},
+    "head": {"filters", "depth", "norm", "norm_epsilon", "separable", "prior_probability", "source"},
     "anchors": {"size", "scales", "aspect_ratios", "convention", "source"},
     "transform": {"min_size", "max_size", "size_divisible", "source"},
     "weights": {"source", "torchvision_name", "torchvision_weights", "published_ap", "categories"},
@@ -212,6 +212,7 @@ def retinanet_kwargs(record):
         "head_depth": head.get("depth", 4),
         "head_norm": head.get("norm"),
         "head_norm_epsilon": head.get("norm_epsilon", 1e-3),
+        "head_separable": head.get("separable", False),
         "prior_probability": head.get("prior_probability", 0.01),
     })
     kwargs.update(record.get("detection", {}))

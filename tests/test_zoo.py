@@ -26,6 +26,10 @@ TRAINED = {
     "maskrcnn_mobilenetv3small_shapes": "keras-fpn train --model maskrcnn_mobilenetv3small_shapes --dataset shapes "
                                         "--output-dir runs/mask_shapes && keras-fpn evaluate runs/mask_shapes "
                                         "--dataset shapes",
+    "retinanet_mobilenetv3large_fpnlite_shapes": "keras-fpn train --model retinanet_mobilenetv3large_fpnlite_shapes "
+                                                 "--dataset shapes --epochs 10 --steps-per-epoch 100 --max-images 2000 "
+                                                 "--eval-every 0 --output-dir runs/mobile && keras-fpn evaluate "
+                                                 "runs/mobile --dataset shapes --max-images 200",
 }
 
 

@@ -52,6 +52,7 @@ class RetinaNet(Detector):
         head_depth: int, default 4. Hidden 3x3 convs in each head.
         head_norm: None or `"group"`. GroupNorm in the heads.
         head_norm_epsilon: float, default 1e-3 (Keras's GroupNormalization); 1e-5 is torchvision's `nn.GroupNorm`.
+        head_separable: bool, default False. Depthwise-separable convs in both heads (SSDLite's heads, for phones).
         prior_probability: float, default 0.01. Initial foreground probability of every anchor.
         positive_iou: float, default 0.5. IoU at or above which an anchor is positive.
         negative_iou: float, default 0.4. IoU below which an anchor is negative (ignored in between).
@@ -107,6 +108,7 @@ class RetinaNet(Detector):
         head_depth=4,
         head_norm=None,
         head_norm_epsilon=1e-3,
+        head_separable=False,
         prior_probability=0.01,
         positive_iou=0.5,
         negative_iou=0.4,
@@ -144,10 +146,10 @@ class RetinaNet(Detector):
         classification_head = PredictionHead(
             num_anchors * num_classes, head_filters, head_depth, head_norm,
             bias_prior=-math.log((1 - prior_probability) / prior_probability), norm_epsilon=head_norm_epsilon,
-            name="classification_head",
+            separable=head_separable, name="classification_head",
         )
         box_head = PredictionHead(num_anchors * 4, head_filters, head_depth, head_norm,
-                                  norm_epsilon=head_norm_epsilon, name="box_head")
+                                  norm_epsilon=head_norm_epsilon, separable=head_separable, name="box_head")
         class_outputs, box_outputs = [], []
         for level in range(backbone.min_level, backbone.max_level + 1):
             key = level_key("P", level)
@@ -175,6 +177,7 @@ class RetinaNet(Detector):
         self.head_depth = head_depth
         self.head_norm = head_norm
         self.head_norm_epsilon = head_norm_epsilon
+        self.head_separable = bool(head_separable)
         self.prior_probability = prior_probability
         self.positive_iou = positive_iou
         self.negative_iou = negative_iou
@@ -257,6 +260,7 @@ class RetinaNet(Detector):
             "head_depth": self.head_depth,
             "head_norm": self.head_norm,
             "head_norm_epsilon": self.head_norm_epsilon,
+            "head_separable": self.head_separable,
             "prior_probability": self.prior_probability,
             "positive_iou": self.positive_iou,
             "negative_iou": self.negative_iou,
