@@ -125,3 +125,39 @@ def load_shapes(num_images, image_size=128, max_objects=4, seed=0, with_masks=Fa
 
     dataset = tf.data.Dataset.from_tensor_slices((generated[0], targets)).map(unpad)
     return DetectionData(dataset, SHAPE_CLASSES, num_images)
+
+
+# Classes of the generated segmentation set: label 0 is the background, 1-3 the shapes, 4 thin lines.
+SEGMENTATION_CLASSES = ("background",) + tuple(SHAPE_CLASSES) + ("line",)
+
+
+def generate_segmentation_shapes(num_images, image_size=128, max_objects=6, min_size=6, max_size=None, seed=0,
+                                 max_lines=2):
+    """A generated semantic-segmentation set with objects across scales, some thin: `generate_shapes`'s images
+    (objects from `min_size` px up to 3/4 of the image) plus up to `max_lines` straight lines 1-3 px wide drawn
+    over them, so that both the smallest and the thinnest structures need the fine levels.
+
+    Returns:
+        `(images uint8 [N, H, W, 3], masks uint8 [N, H, W])`, mask labels indexing `SEGMENTATION_CLASSES`
+        (0 background, 1 + i for `SHAPE_CLASSES[i]`, the last for lines). The same seed gives the same data.
+    """
+    images, _, labels, masks = generate_shapes(num_images, image_size, max_objects, min_size, max_size, seed,
+                                               with_masks=True)
+    height, width = images.shape[1:3]
+    semantic = np.zeros((num_images, height, width), np.uint8)
+    for n in range(num_images):
+        for k in np.flatnonzero(labels[n] >= 0):
+            semantic[n][masks[n, k] > 0] = labels[n, k] + 1
+    rng = np.random.default_rng(seed + 7919)  # independent of the shapes' stream
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    line = len(SEGMENTATION_CLASSES) - 1
+    for n in range(num_images):
+        for _ in range(rng.integers(0, max_lines + 1)):
+            (y1, y2), (x1, x2) = rng.uniform(0, height, 2), rng.uniform(0, width, 2)
+            length = max(np.hypot(y2 - y1, x2 - x1), 1.0)
+            distance = np.abs((x2 - x1) * (y1 - y) - (x1 - x) * (y2 - y1)) / length
+            along = ((x - x1) * (x2 - x1) + (y - y1) * (y2 - y1)) / length ** 2
+            inside = (distance <= rng.uniform(0.5, 1.5)) & (along >= 0) & (along <= 1)
+            images[n][inside] = rng.integers(0, 256, 3)
+            semantic[n][inside] = line
+    return images, semantic
