@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_fpn.datasets.segmentation import segmentation_pipeline
+from keras_fpn.datasets.segmentation import load_segmentation_folder, segmentation_pipeline
 from keras_fpn.datasets.shapes import SEGMENTATION_CLASSES, generate_segmentation_shapes
 from keras_fpn.evaluation.segmentation import SegmentationScores, evaluate_segmentation
 from keras_fpn.segmentation import SemanticFPN, SemanticFPNHead, UNet, segmentation_loss
@@ -127,3 +127,27 @@ def test_the_documented_examples_run():
     for module in (semantic_fpn, unet, scores_module):
         failed, attempted = doctest.testmod(module, extraglobs={"keras": keras})
         assert attempted > 0 and failed == 0, module.__name__
+
+
+def test_a_voc_style_folder_reads_labels_not_colours(tmp_path):
+    """Palette PNG masks (VOC's SegmentationClass) give their indices, 255 borders kept; resizing keeps labels."""
+    from PIL import Image
+
+    images, masks = generate_segmentation_shapes(3, (40, 56), seed=5)
+    masks[:, 0, :] = 255  # a VOC-style void border
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "SegmentationClass").mkdir()
+    for index, (image, mask) in enumerate(zip(images, masks)):
+        Image.fromarray(image).save(tmp_path / "JPEGImages" / f"im{index}.png")
+        palette = Image.fromarray(mask, mode="P")
+        palette.putpalette([value for k in range(256) for value in (k * 37 % 256, k * 91 % 256, k * 53 % 256)])
+        palette.save(tmp_path / "SegmentationClass" / f"im{index}.png")
+    read_images, read_masks = load_segmentation_folder(tmp_path / "JPEGImages", tmp_path / "SegmentationClass")
+    np.testing.assert_array_equal(read_images, images)
+    np.testing.assert_array_equal(read_masks, masks)
+    _, resized = load_segmentation_folder(tmp_path / "JPEGImages", tmp_path / "SegmentationClass", (80, 112),
+                                          names=["im1"])
+    np.testing.assert_array_equal(resized[0], np.repeat(np.repeat(masks[1], 2, axis=0), 2, axis=1))
+    Image.fromarray(images[0]).save(tmp_path / "SegmentationClass" / "im0.png")  # an RGB "mask"
+    with pytest.raises(ValueError, match="expected label indices"):
+        load_segmentation_folder(tmp_path / "JPEGImages", tmp_path / "SegmentationClass")
