@@ -151,3 +151,24 @@ def test_a_voc_style_folder_reads_labels_not_colours(tmp_path):
     Image.fromarray(images[0]).save(tmp_path / "SegmentationClass" / "im0.png")  # an RGB "mask"
     with pytest.raises(ValueError, match="expected label indices"):
         load_segmentation_folder(tmp_path / "JPEGImages", tmp_path / "SegmentationClass")
+
+
+def test_the_saved_model_serves_class_maps_at_each_images_size(tmp_path):
+    """Encoded images of two sizes in one request: each class map equals predict's on that image, padded with 255."""
+    import tensorflow as tf
+
+    from keras_fpn.export import export_segmentation_saved_model
+
+    model = UNet(num_classes=3, decoder_filters=(16, 16, 8, 8, 8), **SMALL)
+    images = [generate_segmentation_shapes(1, size, seed=index)[0][0] for index, size in enumerate(((45, 70),
+                                                                                                    (64, 50)))]
+    path = export_segmentation_saved_model(model, str(tmp_path / "export"), class_names=["a", "b", "c"])
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    outputs = served(images=tf.stack([tf.io.encode_png(image) for image in images]))
+    np.testing.assert_array_equal(outputs["image_size"].numpy(), [[45, 70], [64, 50]])
+    maps = outputs["class_map"].numpy()
+    assert maps.shape == (2, 64, 70)
+    for index, image in enumerate(images):
+        height, width = image.shape[:2]
+        np.testing.assert_array_equal(maps[index, :height, :width], model.predict(image[None], verbose=0)[0])
+        assert np.all(maps[index, height:] == 255) and np.all(maps[index, :, width:] == 255)
