@@ -285,6 +285,17 @@ def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_
     image_size = tuple(int(side) for side in image_size)
     if len(image_size) != 2 or min(image_size) < 1:
         raise ValueError(f"Received image_size={image_size!r}; expected (height, width).")
+    path, description = version_folder(model, export_dir, version, new_version, class_names)
+    module = serving_module(model, image_size, pad_to_multiple, label_offset_for(class_names))
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve_encoded,
+                                                  "image_tensor": module.serve_tensor})
+    write_description(path, description)
+    return path
+
+
+def version_folder(model, export_dir, version, new_version, class_names):
+    """`(path, description)` of the version folder a SavedModel of `model` goes to in `export_dir`, after TF
+    Serving's checks (`_check_export_dir`): the next version when `version` is None."""
     version_given = version is not None
     version = _next_version(export_dir) if version is None else int(version)
     path = os.path.join(export_dir, str(version))
@@ -292,9 +303,10 @@ def export_saved_model(model, export_dir, version=None, image_size=None, pad_to_
         raise FileExistsError(f"{path} already exists; TF Serving versions are immutable, pick another version.")
     description = describe(model, class_names)
     _check_export_dir(export_dir, description, new_version or version_given)
-    module = serving_module(model, image_size, pad_to_multiple, label_offset_for(class_names))
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve_encoded,
-                                                  "image_tensor": module.serve_tensor})
+    return path, description
+
+
+def write_description(path, description):
+    """Writes `keras_fpn_model.json` beside a saved version: what model it is."""
     with open(os.path.join(path, DESCRIPTION_FILE), "w") as file:
         json.dump(description, file, indent=2)
-    return path

@@ -2,10 +2,7 @@
 image's class map at its original size out. TF Serving's layout and version checks are the detectors'
 (`keras_fpn.export.saved_model`)."""
 
-import json
-import os
-
-from keras_fpn.export.saved_model import DESCRIPTION_FILE, _check_export_dir, _next_version, describe
+from keras_fpn.export.saved_model import version_folder, write_description
 
 SEGMENTATION_OUTPUTS = ("class_map", "image_size")
 
@@ -64,16 +61,9 @@ def export_segmentation_saved_model(model, export_dir, version=None, image_size=
     """
     import tensorflow as tf
 
-    version_given = version is not None
-    version = _next_version(export_dir) if version is None else int(version)
-    path = os.path.join(export_dir, str(version))
-    if os.path.exists(path):
-        raise FileExistsError(f"{path} already exists; TF Serving versions are immutable, pick another version.")
-    description = describe(model, class_names)
-    _check_export_dir(export_dir, description, new_version or version_given)
+    path, description = version_folder(model, export_dir, version, new_version, class_names)
     image_size = None if image_size is None else tuple(int(side) for side in image_size)
     module = segmentation_serving_module(model, image_size)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve_encoded})
-    with open(os.path.join(path, DESCRIPTION_FILE), "w") as file:
-        json.dump(description, file, indent=2)
+    write_description(path, description)
     return path
