@@ -12,7 +12,7 @@ per-pixel softmax cross-entropy averaged over the labelled pixels (detectron2 `S
 import keras
 from keras import ops
 
-from keras_fpn.detection.detector import resolve_backbone
+from keras_fpn.detection.detector import pad_to_multiple, resolve_backbone
 
 IGNORE_LABEL = 255
 
@@ -27,10 +27,7 @@ class PadToMultiple(keras.layers.Layer):
         self.multiple, self.value = int(multiple), float(value)
 
     def call(self, images):
-        height, width = ops.shape(images)[1], ops.shape(images)[2]
-        pad_h = (self.multiple - height % self.multiple) % self.multiple
-        pad_w = (self.multiple - width % self.multiple) % self.multiple
-        return ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], constant_values=self.value)
+        return pad_to_multiple(images, self.multiple, self.value)  # the detectors' padding
 
     def compute_output_shape(self, input_shape):
         def padded(side):
