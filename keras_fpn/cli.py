@@ -539,8 +539,17 @@ def build_parser():
     return parser
 
 
+def _finish_import():
+    """Imports keras_fpn's public API (registering its models with Keras), including when the `keras-fpn` entry
+    point deferred the package's `__init__`."""
+    import keras_fpn_entry_point
+
+    keras_fpn_entry_point.finish_import()
+    import keras_fpn  # noqa: F401 - under `python -m keras_fpn.cli` the package was imported as usual
+
+
 def start_tensorflow(verbose=False):
-    """Imports TensorFlow and keras_fpn's models, hiding TensorFlow's C++ start-up lines unless `verbose`.
+    """Imports TensorFlow and keras_fpn's public API, hiding TensorFlow's C++ start-up lines unless `verbose`.
 
     TensorFlow writes them (oneDNN, CUDA drivers, CPU features, `failed call to cuInit` on machines without a GPU)
     to the process's stderr before its logging is set up, where `TF_CPP_MIN_LOG_LEVEL` does not reach them; so
@@ -549,9 +558,7 @@ def start_tensorflow(verbose=False):
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "2")
     if verbose:
-        import keras_fpn
-
-        keras_fpn._import_all()
+        _finish_import()
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -561,9 +568,7 @@ def start_tensorflow(verbose=False):
         import tensorflow as tf
 
         tf.config.list_physical_devices()
-        import keras_fpn
-
-        keras_fpn._import_all()
+        _finish_import()
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -19,6 +19,8 @@ import os
 
 from importlib import resources
 
+from keras_fpn import presets
+
 _SECTIONS = {
     "name": str,
     "architecture": str,
@@ -162,6 +164,23 @@ def build(name, num_classes=None, backbone_weights="preset", **kwargs):
                                                  **kwargs)
 
 
+def preset_arguments(cls, name, num_classes=None, backbone_weights="preset", **kwargs):
+    """The constructor arguments of detector class `cls` for the zoo record `name` (or a record file): what
+    `cls.from_preset(name, ...)` builds. The record's `architecture` must be `cls`'s. Registered with
+    `keras_fpn.presets` below, so that the detectors reach the zoo without importing it."""
+    record = get(name)
+    if architecture_class(record) is not cls:
+        raise ValueError(f"{record['name']} is a {record.get('architecture', 'retinanet')} record; build it "
+                         f"with keras_fpn.models.build({record['name']!r}) or its own class, not {cls.__name__}.")
+    arguments = record_kwargs(record)
+    arguments["backbone_weights"] = record["backbone"].get("weights") if backbone_weights == "preset" else (
+        backbone_weights)
+    arguments.setdefault("name", record["name"])
+    arguments.update(kwargs)
+    arguments["num_classes"] = record["num_classes"] if num_classes is None else num_classes
+    return arguments
+
+
 def backbone_kwargs(record):
     """The `FPNBackbone` arguments every architecture reads from a record's `backbone` and `pyramid` sections."""
     backbone, pyramid = record["backbone"], record["pyramid"]
@@ -282,3 +301,6 @@ def summary(records=None):
             "AP50": ap.get("AP50"),
         })
     return rows
+
+
+presets.register(preset_arguments)

@@ -16,6 +16,7 @@ import numpy as np
 from keras import ops
 from keras.utils import bounding_boxes
 
+from keras_fpn import presets
 from keras_fpn.backbones.fpn_backbone import FPNBackbone
 from keras_fpn.detection import checks
 from keras_fpn.layers.levels import level_key
@@ -607,15 +608,5 @@ class Detector(keras.Model):
         >>> model.num_classes, model.backbone.max_level
         (2, 5)
         """
-        from keras_fpn import models
-
-        record = models.get(name)
-        if models.architecture_class(record) is not cls:
-            raise ValueError(f"{record['name']} is a {record.get('architecture', 'retinanet')} record; build it "
-                             f"with keras_fpn.models.build({record['name']!r}) or its own class, not {cls.__name__}.")
-        config = models.record_kwargs(record)
-        config["backbone_weights"] = record["backbone"].get("weights") if backbone_weights == "preset" else (
-            backbone_weights)
-        config.setdefault("name", record["name"])
-        config.update(kwargs)
-        return cls(num_classes=record["num_classes"] if num_classes is None else num_classes, **config)
+        return cls(**presets.preset_arguments(cls, name, num_classes=num_classes, backbone_weights=backbone_weights,
+                                              **kwargs))
