@@ -1,4 +1,4 @@
-"""The README's example runs, and prints what the README says it prints."""
+"""The examples of the README and of its docs pages run, and print what the pages say they print."""
 
 import ast
 import contextlib
@@ -6,11 +6,18 @@ import io
 import pathlib
 import re
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def docs_text():
+    """The README, then every page under docs/: the examples are looked up in this order."""
+    return "\n".join(page.read_text() for page in PAGES)
 
 
 def test_readme_example_runs_as_written():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", docs_text(), re.S)
     example = blocks[0]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -28,7 +35,7 @@ def run_python_example(containing, skip_reason):
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip(skip_reason)
-    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if containing in b)
+    example = next(b for b in re.findall(r"```python\n(.*?)```", docs_text(), re.S) if containing in b)
     namespace = {}
     exec(compile(example, f"README.md ({containing} example)", "exec"), namespace)
     return namespace
@@ -52,7 +59,7 @@ def test_readme_data_example_runs(raccoon, tmp_path, monkeypatch):
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("RetinaNet decoding uses TensorFlow's NMS")
-    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "load_voc(" in b)
+    example = next(b for b in re.findall(r"```python\n(.*?)```", docs_text(), re.S) if "load_voc(" in b)
     assert '"../shared/datasets/raccoon"' in example
     monkeypatch.chdir(tmp_path)  # the example writes detections.png into the working directory
     printed = io.StringIO()
@@ -70,7 +77,7 @@ def test_readme_zoo_example_runs():
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("the zoo is RetinaNet, whose decoding uses TensorFlow's NMS")
-    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "from_preset(" in b)
+    example = next(b for b in re.findall(r"```python\n(.*?)```", docs_text(), re.S) if "from_preset(" in b)
     namespace = {}
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         exec(compile(example, "README.md", "exec"), namespace)
@@ -89,7 +96,7 @@ def test_readme_command_line_example_runs_as_written(tmp_path, monkeypatch, caps
 
     if keras.backend.backend() != "tensorflow":
         pytest.skip("RetinaNet decoding uses TensorFlow's NMS")
-    block = next(b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S) if "keras-fpn train" in b)
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", docs_text(), re.S) if "keras-fpn train" in b)
     lines = [line for line in block.splitlines() if line.startswith("keras-fpn ")]
     assert [shlex.split(line)[1] for line in lines] == ["models", "train", "evaluate", "export", "export", "predict"]
     monkeypatch.chdir(tmp_path)  # the example writes into runs/
@@ -118,7 +125,7 @@ def test_readme_bfloat16_example_runs(tmp_path, monkeypatch):
     from keras_fpn.export import export_saved_model
     from tests.testing import tiny_retinanet
 
-    example = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "with_dtype(" in b)
+    example = next(b for b in re.findall(r"```python\n(.*?)```", docs_text(), re.S) if "with_dtype(" in b)
     model = tiny_retinanet(2)  # any image size: the example exports for 640x640
     namespace = {"model": model, "images": keras.random.uniform((2, 64, 64, 3), 0, 255, seed=0),
                  "export_saved_model": export_saved_model}
@@ -142,3 +149,18 @@ def test_the_modules_the_readme_uses_are_attributes_after_import():
 
     for name in ("datasets", "evaluation", "visualization", "models", "training", "ops", "utils", "detection"):
         assert getattr(keras_fpn, name).__name__ == f"keras_fpn.{name}"
+
+
+def test_readme_mask_rcnn_example_runs():
+    namespace = run_python_example("MaskRCNN(", "proposals, RoIAlign and NMS use TensorFlow ops")
+    assert namespace["detections"]["masks"].shape == (8, 100, 28, 28)
+    assert tuple(namespace["masks"].shape) == (8, 100, 128, 128)
+
+
+def test_every_relative_link_of_the_docs_resolves():
+    broken = []
+    for page in [*PAGES, ROOT / "benchmarks" / "README.md"]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken

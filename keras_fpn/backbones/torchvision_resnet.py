@@ -81,7 +81,7 @@ def TorchvisionResNet50(include_top=False, weights=None, input_shape=None, train
     if isinstance(weights, str) and weights == "imagenet":
         raise ValueError(
             "TorchvisionResNet50 has no built-in 'imagenet' download: convert torchvision's weights with "
-            "`keras-fpn convert` (see README, 'COCO-trained detectors'), or pass weights=None or a "
+            "`keras-fpn convert` (see docs/zoo.md), or pass weights=None or a "
             ".weights.h5 file."
         )
     images = keras.Input(shape=tuple(input_shape) if input_shape is not None else (None, None, 3), name="images")

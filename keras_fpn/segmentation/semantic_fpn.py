@@ -113,7 +113,7 @@ def _upsample(x, factor):
     if factor == 1:
         return x
     height, width = ops.shape(x)[1], ops.shape(x)[2]
-    return resize_to(x, height * factor, width * factor, interpolation="bilinear")  # runtime sizes (README: Layout)
+    return resize_to(x, height * factor, width * factor, interpolation="bilinear")  # runtime sizes (docs/contributing.md)
 
 
 @keras.saving.register_keras_serializable(package="keras_fpn")

@@ -25,7 +25,9 @@ def test_a_file_saved_by_0_1_0_loads_and_predicts_the_same(name):
     images = expected["images"]
     raw = model(images)
     for key in (key for key in expected.files if key.startswith("raw/")):
-        np.testing.assert_allclose(np.asarray(raw[key[4:]]), expected[key], atol=1e-5, err_msg=key)
+        # Tolerances: float32 sums of another CPU's kernels differ in the last bits (1.2e-5 on maps of values up to 15, AMD
+        # EPYC beside the Intel Xeon that wrote the file); a wrong weight differs by whole units.
+        np.testing.assert_allclose(np.asarray(raw[key[4:]]), expected[key], rtol=1e-5, atol=5e-5, err_msg=key)
     detections = model.predict(images, verbose=0)
     assert int(expected["predict/num_detections"].min()) > 0  # the comparison below compares detections
     np.testing.assert_array_equal(np.asarray(detections["num_detections"]), expected["predict/num_detections"])

@@ -279,7 +279,7 @@ def test_two_calls_reuse_weights():
 
 
 def test_extra_levels_use_keras_same_padding_one_pixel_later_than_torchvision():
-    """The documented convention (README, "Numerics"): P6 = a stride-2 3x3 conv with Keras "same" padding, which on
+    """The documented convention (docs/detectors.md, "Numerics"): P6 = a stride-2 3x3 conv with Keras "same" padding, which on
     an even side pads 0 before and 1 after. With a kernel that passes only its centre tap, P6[i, j] is therefore
     C5[2i + 1, 2j + 1]; PyTorch's padding=1 (torchvision, detectron2) would give C5[2i, 2j]."""
     p6, c5 = _centre_tap_p6(FeaturePyramid(min_level=5, max_level=6, num_channels=2), (1, 4, 6, 2))
