@@ -1,4 +1,4 @@
-"""Pictures of ground truth and detections, drawn with matplotlib."""
+"""Pictures of ground truth and detections, and of class maps blended over their images, drawn with matplotlib."""
 
 import math
 
@@ -151,5 +151,87 @@ def save_detection_grid(path, images, detections=None, ground_truth=None, class_
         figure.suptitle(title)
     if len(images) > 1 or title:
         figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
+# Class colours of segmentation pictures (class k takes entry k modulo the length): tab20's, a palette made to
+# tell neighbouring classes apart.
+CLASS_COLORS = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+                         [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207],
+                         [174, 199, 232], [255, 187, 120], [152, 223, 138], [255, 152, 150], [197, 176, 213],
+                         [196, 156, 148], [247, 182, 210], [199, 199, 199], [219, 219, 141], [158, 218, 229]],
+                        np.float32)
+
+
+def blend_class_map(image, class_map, alpha=0.5, skip=(0, 255)):
+    """`image` with each pixel's class colour (`CLASS_COLORS`) blended in, as uint8.
+
+    Args:
+        image: `[H, W, 3]` uint8, or float in [0, 255].
+        class_map: `[H, W]` integer classes (a segmenter's `predict`, or a mask).
+        alpha: float, default 0.5, the colour's weight.
+        skip: classes left as they are, default background (0) and the ignore label (255).
+    """
+    image = np.clip(np.asarray(image, np.float32), 0, 255)
+    class_map = np.asarray(class_map)
+    if class_map.shape != image.shape[:2]:
+        raise ValueError(f"Received a class map of shape {class_map.shape} for an image of shape {image.shape}; "
+                         "expected the image's height and width.")
+    tinted = ~np.isin(class_map, list(skip))
+    colors = CLASS_COLORS[class_map[tinted] % len(CLASS_COLORS)]
+    image[tinted] = (1.0 - alpha) * image[tinted] + alpha * colors
+    return np.round(image).astype(np.uint8)
+
+
+def save_segmentation_grid(path, images, class_maps, masks=None, class_names=None, columns=4, alpha=0.5,
+                           skip=(0, 255), title=None):
+    """Saves a PNG of images with their predicted class maps blended in (and their ground-truth masks beside them),
+    with a legend of the classes shown.
+
+    Args:
+        path: str, the `.png` file to write.
+        images: sequence of `[H, W, 3]` images. class_maps: sequence of `[H, W]` integer maps (`predict`'s).
+        masks: sequence of `[H, W]` ground-truth masks, or None; each is drawn left of its prediction.
+        class_names: sequence of str or None (the legend then names classes by index).
+        columns: int, images per row. alpha: float, the colours' weight. skip: classes not tinted (background,
+            ignore label). title: str or None.
+
+    Returns:
+        `path`.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    images, class_maps = list(images), list(class_maps)
+    if len(images) != len(class_maps) or (masks is not None and len(masks) != len(images)):
+        raise ValueError(f"Received {len(images)} images, {len(class_maps)} class maps"
+                         f"{'' if masks is None else f' and {len(masks)} masks'}; expected one of each per image.")
+    panels = []  # (picture, caption)
+    for index, (image, class_map) in enumerate(zip(images, class_maps)):
+        if masks is not None:
+            panels.append((blend_class_map(image, masks[index], alpha, skip), "ground truth"))
+        panels.append((blend_class_map(image, class_map, alpha, skip), "prediction"))
+    per_image = 1 if masks is None else 2
+    columns = max(per_image, min(columns * per_image, len(panels)))
+    rows = math.ceil(len(panels) / columns)
+    aspect = max(np.shape(image)[0] / max(np.shape(image)[1], 1) for image in images)
+    figure = Figure(figsize=(3 * columns, 3 * aspect * rows + 0.6))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if index < len(panels):
+            ax.imshow(panels[index][0])
+            if masks is not None:
+                ax.set_title(panels[index][1], fontsize=8)
+    shown = sorted({int(k) for maps in (class_maps, [] if masks is None else masks)
+                     for m in maps for k in np.unique(m)} - set(skip))
+    names = [class_names[k] if class_names is not None and k < len(class_names) else str(k) for k in shown]
+    figure.legend(handles=[Patch(color=CLASS_COLORS[k % len(CLASS_COLORS)] / 255.0, label=name)
+                           for k, name in zip(shown, names)], loc="lower center", ncol=min(len(shown), 8) or 1,
+                  fontsize=8, frameon=False)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.6 / (3 * aspect * rows + 0.6), 1, 1))
     figure.savefig(path, dpi=DPI)
     return path

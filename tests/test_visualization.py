@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from matplotlib.image import imread
 
 from keras_fpn.visualization import save_detection_grid
@@ -63,3 +64,34 @@ def test_labels_of_overlapping_boxes_do_not_cover_each_other():
         for j in range(i + 1, 4):
             assert not extents[i].overlaps(extents[j]), (i, j, extents[i], extents[j])
     assert axes.texts[3].get_position() == (150.0, 60.0)
+
+
+def test_class_maps_are_blended_by_hand():
+    from keras_fpn.visualization import CLASS_COLORS, blend_class_map
+
+    image = np.full((2, 3, 3), 100, np.uint8)
+    class_map = np.array([[0, 1, 2], [255, 1, 21]])
+    blended = blend_class_map(image, class_map, alpha=0.25)
+    assert blended.dtype == np.uint8
+    np.testing.assert_array_equal(blended[0, 0], [100, 100, 100])  # background: left alone
+    np.testing.assert_array_equal(blended[1, 0], [100, 100, 100])  # the ignore label: left alone
+    for (y, x), k in (((0, 1), 1), ((1, 1), 1), ((0, 2), 2), ((1, 2), 1)):  # class 21 takes colour 21 % 20
+        np.testing.assert_array_equal(blended[y, x], np.round(0.75 * 100 + 0.25 * CLASS_COLORS[k]))
+    with pytest.raises(ValueError, match=r"class map of shape \(3, 2\) for an image of shape \(2, 3, 3\)"):
+        blend_class_map(image, class_map.T)
+
+
+def test_segmentation_grid_shows_predictions_beside_masks(tmp_path):
+    from PIL import Image
+
+    from keras_fpn.visualization import save_segmentation_grid
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (3, 40, 60, 3), dtype=np.uint8)
+    masks = rng.integers(0, 4, (3, 40, 60))
+    path = save_segmentation_grid(str(tmp_path / "seg.png"), images, masks[::-1], masks=masks,
+                                  class_names=["background", "a", "b", "c"], columns=2)
+    width, height = Image.open(path).size
+    assert (width, height) == (1200, int(round((3 * 40 / 60 * 2 + 0.6) * 100)))  # 2 images x 2 panels per row
+    with pytest.raises(ValueError, match="3 images, 2 class maps and 3 masks"):
+        save_segmentation_grid(str(tmp_path / "bad.png"), images, masks[:2], masks=masks)

@@ -172,3 +172,24 @@ def test_the_saved_model_serves_class_maps_at_each_images_size(tmp_path):
         height, width = image.shape[:2]
         np.testing.assert_array_equal(maps[index, :height, :width], model.predict(image[None], verbose=0)[0])
         assert np.all(maps[index, height:] == 255) and np.all(maps[index, :, width:] == 255)
+
+
+def test_the_callback_logs_the_scores_of_the_epochs_model():
+    """`SegmentationEvaluation` puts `val_mIoU`, `val_pixel_accuracy` and per-class IoU into the epoch's logs:
+    the numbers `evaluate_segmentation` gives for the model as it stands after that epoch."""
+    from keras_fpn.datasets.segmentation import segmentation_pipeline as pipeline
+    from keras_fpn.evaluation import SegmentationEvaluation
+
+    keras.utils.set_random_seed(0)
+    train = generate_segmentation_shapes(16, 64, seed=0)
+    held_out = pipeline(*generate_segmentation_shapes(8, 64, seed=1), batch_size=4, flip=False, shuffle=False)
+    model = _fpn()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    callback = SegmentationEvaluation(held_out, class_names=SEGMENTATION_CLASSES, per_class=True)
+    history = model.fit(pipeline(*train, batch_size=8), epochs=1, verbose=0, callbacks=[callback])
+    expected = evaluate_segmentation(model, held_out, None, class_names=SEGMENTATION_CLASSES)
+    assert history.history["val_mIoU"] == [pytest.approx(expected["mIoU"])]
+    assert history.history["val_pixel_accuracy"] == [pytest.approx(expected["pixel_accuracy"])]
+    assert history.history["val_IoU/line"] == [pytest.approx(expected["per_class_iou"]["line"], nan_ok=True)]
+    with pytest.raises(ValueError, match="Received every_n_epochs=0"):
+        SegmentationEvaluation(held_out, every_n_epochs=0)
