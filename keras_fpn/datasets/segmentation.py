@@ -1,4 +1,5 @@
-"""Semantic-segmentation data: a reader for image + PNG mask folders (PASCAL VOC's `SegmentationClass` layout) and
+"""Semantic-segmentation data: readers for image + PNG mask folders (PASCAL VOC's `SegmentationClass` layout) and
+for COCO instance annotations turned into class maps, and
 `(images, masks)` batches with augmentation that moves the masks with the images (flips; nearest-neighbour
 resizing for masks, so no label is blended into another)."""
 
@@ -61,6 +62,67 @@ def load_segmentation_folder(image_dir, mask_dir, image_size=None, names=None):
     if len({image.shape for image in images}) > 1:
         raise ValueError(f"The images in {image_dir!r} have several sizes; pass image_size=(height, width).")
     return np.stack(images), np.stack(masks).astype(np.uint8)
+
+
+def semantic_map(masks, labels, height, width, crowd_masks=(), ignore_label=255):
+    """One `[height, width]` uint8 class map from instance masks: background 0, each instance's pixels `label + 1`,
+    larger instances painted first so that a small object on a large one stays visible, then the crowd regions set
+    to `ignore_label` (their pixels hold objects of unknown extent: neither trained on nor scored)."""
+    class_map = np.zeros((height, width), np.uint8)
+    masks = np.asarray(masks, bool).reshape(-1, height, width)
+    for index in np.argsort(-masks.sum((1, 2)), kind="stable"):
+        class_map[masks[index]] = int(labels[index]) + 1
+    for crowd in crowd_masks:
+        class_map[np.asarray(crowd, bool)] = ignore_label
+    return class_map
+
+
+def load_coco_semantic(annotation_file, image_dir, image_size=None, max_images=None):
+    """Images and semantic class maps from a COCO instance-segmentation file: each image's instance masks painted
+    into one map (`semantic_map`: background 0, category `i` as `i + 1`, crowd regions 255 = ignored).
+
+    Reads through `load_coco_json(..., with_masks=True)`, so malformed entries get its named errors. Every image is
+    read into memory: for datasets that fit it (use `max_images`).
+
+    Args:
+        annotation_file: str, a COCO JSON file. image_dir: str, the folder of `images[].file_name`.
+        image_size: `(height, width)` or None (every image at one size). Images resize bilinearly, maps by nearest
+            neighbour.
+        max_images: int or None, read at most this many images (in the file's order).
+
+    Returns:
+        `(images uint8 [N, H, W, 3], masks uint8 [N, H, W], class_names)`, `class_names[0] == "background"`.
+    """
+    import json
+
+    from PIL import Image
+
+    from keras_fpn.datasets.coco_json import load_coco_json
+    from keras_fpn.datasets.records import decode_segmentations
+
+    data = load_coco_json(annotation_file, image_dir, skip_crowd=True, with_masks=True)
+    with open(annotation_file) as file:
+        coco = json.load(file)
+    crowds = {}
+    for annotation in coco["annotations"]:
+        if annotation.get("iscrowd", 0) and annotation.get("segmentation"):
+            crowds.setdefault(annotation["image_id"], []).append(annotation["segmentation"])
+    image_ids = [image["id"] for image in coco["images"] if "id" in image and "file_name" in image]
+    dataset = data.dataset if max_images is None else data.dataset.take(max_images)
+    images, maps = [], []
+    for image_id, (image, targets) in zip(image_ids, dataset.as_numpy_iterator()):
+        height, width = image.shape[:2]
+        class_map = semantic_map(targets["masks"], targets["labels"], height, width,
+                                 decode_segmentations(crowds.get(image_id, []), height, width))
+        if image_size is not None:
+            size = (image_size[1], image_size[0])
+            image = np.array(Image.fromarray(image).resize(size, Image.BILINEAR))
+            class_map = np.array(Image.fromarray(class_map).resize(size, Image.NEAREST))
+        images.append(image)
+        maps.append(class_map)
+    if len({image.shape for image in images}) > 1:
+        raise ValueError(f"The images of {annotation_file} have several sizes; pass image_size=(height, width).")
+    return np.stack(images), np.stack(maps), ("background",) + tuple(data.class_names)
 
 
 def segmentation_pipeline(images, masks, batch_size=8, image_size=None, flip=True, shuffle=True, repeat=False,

@@ -193,3 +193,40 @@ def test_the_callback_logs_the_scores_of_the_epochs_model():
     assert history.history["val_IoU/line"] == [pytest.approx(expected["per_class_iou"]["line"], nan_ok=True)]
     with pytest.raises(ValueError, match="Received every_n_epochs=0"):
         SegmentationEvaluation(held_out, every_n_epochs=0)
+
+
+def test_coco_instances_become_class_maps(tmp_path):
+    """Category i is i + 1 in id order, background 0; a small instance listed before a large one it lies on stays
+    visible; crowd regions are ignored (255); an image without annotations is all background."""
+    import json
+
+    from PIL import Image
+
+    from keras_fpn.datasets.segmentation import load_coco_semantic
+
+    def square(x1, y1, x2, y2):
+        return [[x1, y1, x2, y1, x2, y2, x1, y2]]
+
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(tmp_path / name)
+    coco = {"images": [{"id": 5, "file_name": "a.png", "width": 30, "height": 20},
+                       {"id": 6, "file_name": "b.png", "width": 30, "height": 20}],
+            "categories": [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}],
+            "annotations": [
+                {"id": 1, "image_id": 5, "category_id": 3, "bbox": [5, 5, 4, 4], "segmentation": square(5, 5, 9, 9)},
+                {"id": 2, "image_id": 5, "category_id": 7, "bbox": [2, 2, 12, 12],
+                 "segmentation": square(2, 2, 14, 14)},
+                {"id": 3, "image_id": 5, "category_id": 3, "bbox": [20, 8, 6, 8], "iscrowd": 1,
+                 "segmentation": square(20, 8, 26, 16)}]}
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    images, maps, names = load_coco_semantic(str(tmp_path / "instances.json"), str(tmp_path))
+    assert names == ("background", "cat", "dog") and images.shape == (2, 20, 30, 3) and maps.dtype == np.uint8
+    first = maps[0]
+    assert first[7, 7] == 1  # the cat, on top of the larger dog
+    assert first[3, 12] == 2 and first[12, 3] == 2  # the dog around it
+    assert first[12, 23] == 255  # the crowd region
+    assert first[0, 0] == 0 and first[18, 28] == 0 and first[12, 17] == 0
+    assert set(np.unique(first)) == {0, 1, 2, 255}
+    assert not maps[1].any()
+    small = load_coco_semantic(str(tmp_path / "instances.json"), str(tmp_path), image_size=(10, 15), max_images=1)
+    assert small[0].shape == (1, 10, 15, 3) and small[1][0, 3, 3] == 1  # nearest neighbour: labels stay labels
