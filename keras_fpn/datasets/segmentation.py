@@ -1,5 +1,5 @@
 """Semantic-segmentation data: readers for image + PNG mask folders (PASCAL VOC's `SegmentationClass` layout) and
-for COCO instance annotations turned into class maps, and
+for COCO instance annotations turned into class maps and for TFDS datasets with a `segmentation_mask`, and
 `(images, masks)` batches with augmentation that moves the masks with the images (flips; nearest-neighbour
 resizing for masks, so no label is blended into another)."""
 
@@ -53,14 +53,28 @@ def load_segmentation_folder(image_dir, mask_dir, image_size=None, names=None):
             image = np.array(file.convert("RGB"))
         if image.shape[:2] != mask.shape:
             raise ValueError(f"{mask_path}: mask of size {mask.shape}, its image {path} of size {image.shape[:2]}.")
-        if image_size is not None:
-            size = (image_size[1], image_size[0])
-            image = np.array(Image.fromarray(image).resize(size, Image.BILINEAR))
-            mask = np.array(Image.fromarray(mask).resize(size, Image.NEAREST))
+        image, mask = _resized(image, mask, image_size)
         images.append(image)
         masks.append(mask)
+    return _stacked(images, masks, f"The images in {image_dir!r}")
+
+
+def _resized(image, mask, image_size):
+    """`image` bilinearly and `mask` by nearest neighbour (labels stay labels) at `image_size`, or as they are."""
+    if image_size is None:
+        return image, mask
+    from PIL import Image
+
+    size = (image_size[1], image_size[0])
+    return (np.array(Image.fromarray(image).resize(size, Image.BILINEAR)),
+            np.array(Image.fromarray(mask).resize(size, Image.NEAREST)))
+
+
+def _stacked(images, masks, source):
+    if not images:
+        raise ValueError(f"{source}: no images read.")
     if len({image.shape for image in images}) > 1:
-        raise ValueError(f"The images in {image_dir!r} have several sizes; pass image_size=(height, width).")
+        raise ValueError(f"{source} have several sizes; pass image_size=(height, width).")
     return np.stack(images), np.stack(masks).astype(np.uint8)
 
 
@@ -95,8 +109,6 @@ def load_coco_semantic(annotation_file, image_dir, image_size=None, max_images=N
     """
     import json
 
-    from PIL import Image
-
     from keras_fpn.datasets.coco_json import load_coco_json
     from keras_fpn.datasets.records import decode_segmentations
 
@@ -114,15 +126,53 @@ def load_coco_semantic(annotation_file, image_dir, image_size=None, max_images=N
         height, width = image.shape[:2]
         class_map = semantic_map(targets["masks"], targets["labels"], height, width,
                                  decode_segmentations(crowds.get(image_id, []), height, width))
-        if image_size is not None:
-            size = (image_size[1], image_size[0])
-            image = np.array(Image.fromarray(image).resize(size, Image.BILINEAR))
-            class_map = np.array(Image.fromarray(class_map).resize(size, Image.NEAREST))
+        image, class_map = _resized(image, class_map, image_size)
         images.append(image)
         maps.append(class_map)
-    if len({image.shape for image in images}) > 1:
-        raise ValueError(f"The images of {annotation_file} have several sizes; pass image_size=(height, width).")
-    return np.stack(images), np.stack(maps), ("background",) + tuple(data.class_names)
+    return (*_stacked(images, maps, f"The images of {annotation_file}"), ("background",) + tuple(data.class_names))
+
+
+def load_tfds_segmentation(name, split="train", data_dir=None, image_size=None, max_images=None,
+                           mask_key="segmentation_mask", label_map=None, download=False):
+    """Images and label masks of a `tensorflow-datasets` dataset with an `image` and a `segmentation_mask` feature
+    (e.g. `oxford_iiit_pet`), read into memory.
+
+    Args:
+        name: str, a TFDS name. split: str, a TFDS split (`"train[:10%]"` works). data_dir: str or None.
+        image_size: `(height, width)` or None (every image at one size). max_images: int or None.
+        mask_key: str, default `"segmentation_mask"`, the mask feature.
+        label_map: dict `{stored value: label}` or None (the stored values are the labels). Values it lacks become
+            255 (ignored): `oxford_iiit_pet`'s trimap is `{1: 1, 2: 0, 3: 255}` (pet, background, border).
+        download: bool, default False: as `load_tfds` (a dataset not prepared in `data_dir` is a named error).
+
+    Returns:
+        `(images uint8 [N, H, W, 3], masks uint8 [N, H, W])`.
+    """
+    from keras_fpn.datasets.tfds_reader import prepared_builder
+
+    builder = prepared_builder(name, data_dir, download, is_wanted=lambda features: (
+        "image" in features and mask_key in features), wanted=f"a segmentation dataset: expected features 'image' "
+                                                          f"and {mask_key!r}")
+    dataset = builder.as_dataset(split=split)
+    if max_images is not None:
+        dataset = dataset.take(max_images)
+    images, masks = [], []
+    for index, example in enumerate(dataset.as_numpy_iterator()):
+        image, mask = example["image"], example[mask_key]
+        mask = mask[..., 0] if mask.ndim == 3 else mask
+        image = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"TFDS {name} ({split}) example {index}: mask of size {mask.shape}, image of size "
+                             f"{image.shape[:2]}; expected the same size.")
+        if label_map is not None:
+            mapped = np.full(mask.shape, 255, np.uint8)
+            for value, label in label_map.items():
+                mapped[mask == value] = label
+            mask = mapped
+        image, mask = _resized(image, mask.astype(np.uint8), image_size)
+        images.append(image)
+        masks.append(mask)
+    return _stacked(images, masks, f"The images of TFDS {name} ({split})")
 
 
 def segmentation_pipeline(images, masks, batch_size=8, image_size=None, flip=True, shuffle=True, repeat=False,

@@ -19,6 +19,36 @@ def _unreachable_hosts(builder, timeout):
     return unreachable
 
 
+def prepared_builder(name, data_dir=None, download=False, connect_timeout=5.0, is_wanted=None, wanted=""):
+    """The TFDS builder of `name`, prepared: named errors for an unknown dataset, one whose features `is_wanted`
+    rejects (`wanted` says what was expected), and one not prepared in `data_dir` (see `load_tfds`)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise ValueError(f"Unknown TFDS dataset {name!r}: {str(error).splitlines()[0]}") from None
+    features = builder.info.features
+    if is_wanted is not None and not is_wanted(features):
+        raise ValueError(f"TFDS dataset {name!r} is not {wanted}; it has {sorted(features.keys())}.")
+    if not builder.is_prepared():
+        where = builder.data_dir
+        if not download:
+            raise FileNotFoundError(
+                f"TFDS dataset {name!r} is not prepared in {where}. Prepare it where there is a network connection "
+                f"(`tfds build {name} --data_dir DIR`, or download=True) and pass that data_dir."
+            )
+        unreachable = _unreachable_hosts(builder, connect_timeout)
+        if unreachable:
+            raise ConnectionError(
+                f"Cannot download TFDS dataset {name!r}: no connection to {unreachable} within {connect_timeout}s. "
+                f"Prepare it on a machine with a network connection (`tfds build {name} --data_dir DIR`) and copy "
+                "DIR here."
+            )
+        builder.download_and_prepare()
+    return builder
+
+
 def load_tfds(name, split="train", data_dir=None, download=False, skip_crowd=True, shuffle_files=False,
               connect_timeout=5.0):
     """Reads a detection dataset from `tensorflow-datasets` as `(image, {"boxes", "labels"})`.
@@ -44,35 +74,13 @@ def load_tfds(name, split="train", data_dir=None, download=False, skip_crowd=Tru
         `DetectionData(dataset, class_names, num_images)`.
     """
     import tensorflow as tf
-    import tensorflow_datasets as tfds
 
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as error:
-        raise ValueError(f"Unknown TFDS dataset {name!r}: {str(error).splitlines()[0]}") from None
-    features = builder.info.features
-    objects = features["objects"] if "objects" in features else None
-    if objects is None or "bbox" not in objects or "label" not in objects:
-        raise ValueError(
-            f"TFDS dataset {name!r} is not a detection dataset: expected features 'objects/bbox' and "
-            f"'objects/label'; it has {sorted(features.keys())}."
-        )
-    if not builder.is_prepared():
-        where = builder.data_dir
-        if not download:
-            raise FileNotFoundError(
-                f"TFDS dataset {name!r} is not prepared in {where}. Prepare it where there is a network connection "
-                f"(`tfds build {name} --data_dir DIR`, or load_tfds(..., download=True)) and pass that data_dir."
-            )
-        unreachable = _unreachable_hosts(builder, connect_timeout)
-        if unreachable:
-            raise ConnectionError(
-                f"Cannot download TFDS dataset {name!r}: no connection to {unreachable} within {connect_timeout}s. "
-                f"Prepare it on a machine with a network connection (`tfds build {name} --data_dir DIR`) and copy "
-                "DIR here."
-            )
-        builder.download_and_prepare()
+    def is_detection(features):
+        return "objects" in features and "bbox" in features["objects"] and "label" in features["objects"]
 
+    builder = prepared_builder(name, data_dir, download, connect_timeout, is_detection,
+                               "a detection dataset: expected features 'objects/bbox' and 'objects/label'")
+    objects = builder.info.features["objects"]
     dataset = builder.as_dataset(split=split, shuffle_files=shuffle_files)
     has_crowd = "is_crowd" in objects
 

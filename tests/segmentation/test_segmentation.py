@@ -230,3 +230,42 @@ def test_coco_instances_become_class_maps(tmp_path):
     assert not maps[1].any()
     small = load_coco_semantic(str(tmp_path / "instances.json"), str(tmp_path), image_size=(10, 15), max_images=1)
     assert small[0].shape == (1, 10, 15, 3) and small[1][0, 3, 3] == 1  # nearest neighbour: labels stay labels
+
+
+def test_a_prepared_tfds_segmentation_dataset_reads_with_its_label_map(tmp_path):
+    """A TFDS dataset with `image` and `segmentation_mask` (built here from generated shapes, stored as a
+    1-based trimap like oxford_iiit_pet's) reads back with the label map applied and values it lacks ignored."""
+    import tensorflow_datasets as tfds
+
+    from keras_fpn.datasets.segmentation import load_tfds_segmentation
+
+    images, masks = generate_segmentation_shapes(4, 32, seed=3)
+    stored = np.where(masks > 0, 1, 2).astype(np.uint8)  # 1 object, 2 background ...
+    stored[:, 0, :] = 3  # ... and 3 a border row, as a trimap
+
+    class ShapesTrimap(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3)),
+                "segmentation_mask": tfds.features.Image(shape=(None, None, 1))}))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for index in range(len(images)):
+                yield index, {"image": images[index], "segmentation_mask": stored[index, ..., None]}
+
+    ShapesTrimap(data_dir=str(tmp_path)).download_and_prepare()
+    read_images, read_masks = load_tfds_segmentation("shapes_trimap", data_dir=str(tmp_path),
+                                                     label_map={1: 1, 2: 0})
+    assert read_images.shape == (4, 32, 32, 3) and read_masks.shape == (4, 32, 32)
+    expected = {tuple(np.where(masks[i] > 0, 1, 0)[1:].ravel()) for i in range(4)}  # TFDS orders by key hash
+    assert {tuple(mask[1:].ravel()) for mask in read_masks} == expected
+    assert (read_masks[:, 0] == 255).all()  # the border value is not in the label map: ignored
+    with pytest.raises(ValueError, match="'mnist' is not a segmentation dataset"):
+        load_tfds_segmentation("mnist", data_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="'oxford_iiit_pet' is not prepared"):
+        load_tfds_segmentation("oxford_iiit_pet", data_dir=str(tmp_path))
