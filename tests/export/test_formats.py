@@ -12,6 +12,7 @@ pytestmark = [pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason
               pytest.mark.xdist_group("formats")]
 
 from keras_fpn.export import read_metadata  # noqa: E402
+from keras_fpn.export.formats import FLOAT_OPS  # noqa: E402
 from tests.testing import tiny_convnet, tiny_retinanet  # noqa: E402
 
 IMAGE_SIZE = (96, 128)
@@ -288,6 +289,24 @@ def _tensor_types(path):
     return counts
 
 
+def _quantized_inputs(path, op_names):
+    """`"OP: tensor"` for each int8 input of the ops named `op_names` in a LiteRT file."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    model = flatbuffer_utils.read_model(path)
+    found = []
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+            if name in op_names:
+                found += [f"{name}: {subgraph.tensors[i].name.decode()}" for i in op.inputs
+                          if i >= 0 and subgraph.tensors[i].type == schema.TensorType.INT8]
+    return found
+
+
 def test_quantized_litert_files(retinanet, tmp_path):
     """`quantize="dynamic"` stores the weights as int8; `quantize="int8"` calibrates on representative images and
     makes the activations int8 too. Both keep uint8 input and float outputs, run in `ai-edge-litert` and still
@@ -318,6 +337,11 @@ def test_quantized_litert_files(retinanet, tmp_path):
         total += ours["count"]
         hits += _matched_at_iou(ours, theirs, 0.9) * ours["count"]
     assert total > 0 and hits / total >= 0.33, hits / total
+    # Comparisons and selections stay float: quantized, the check dropping boxes of no size compared int8 tensors
+    # of other scales and dropped every box of the trained phone detector (its int8 file detected nothing).
+    comparisons = ("GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "SELECT_V2")
+    assert set(comparisons) <= set(FLOAT_OPS)
+    assert _quantized_inputs(str(tmp_path / "int8.tflite"), comparisons) == []
     float_types, int8_types = _tensor_types(float_path), _tensor_types(str(tmp_path / "int8.tflite"))
     assert int8_types["INT8"] > _tensor_types(str(tmp_path / "dynamic.tflite"))["INT8"]  # activations too
     assert float_types.get("INT8", 0) == 0
