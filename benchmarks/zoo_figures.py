@@ -1,4 +1,5 @@
-"""Measures the zoo's figures: parameters, GFLOPs at the record's input size, and CPU latency of one detection.
+"""Measures the zoo's figures: parameters, GFLOPs at the record's input size, and CPU latency of one detection (or
+one class map, for the segmentation records).
 
 Every model is built from its record with random weights (nothing is downloaded) and the record's `num_classes`:
 
@@ -56,7 +57,8 @@ def measure(name, runs):
         "parameters": model.count_params(),
         # The whole detection: for a two-stage detector the RoI heads run after the functional forward pass.
         "gflops": round(max(count_flops(model, (height, width, 3)),
-                            count_function_flops(model.detect, tf.TensorSpec((1, height, width, 3)))) / 1e9, 2),
+                            count_function_flops(model.detect, tf.TensorSpec((1, height, width, 3)))
+                            if model.task == "detection" else 0) / 1e9, 2),
         "cpu_latency_ms": round(statistics.median(times) * 1000, 1),
     }
 

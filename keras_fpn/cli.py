@@ -144,6 +144,8 @@ def _train(args):
     from keras_fpn.training import is_chief, make_strategy, train_detector
 
     record = models.get(args.model)
+    if models.architecture_class(record).task == "segmentation":
+        return _train_segmenter(args, record)
     image_size = _image_size(args, record)
     # First: MultiWorkerMirroredStrategy has to be set up before TensorFlow runs any op.
     strategy = make_strategy(args.strategy, tpu=args.tpu)
@@ -185,6 +187,39 @@ def _train(args):
     return 0
 
 
+def _train_segmenter(args, record):
+    from keras_fpn import models
+    from keras_fpn.datasets.spec import load_segmentation_dataset
+    from keras_fpn.training import train_segmenter
+
+    if args.strategy != "default":
+        raise ValueError(f"Received --strategy {args.strategy} for the segmentation model {args.model}; segmentation "
+                         "training runs on one device (--strategy default).")
+    image_size = _image_size(args, record)
+    print(f"Reading {args.dataset} ({args.train_split})...", flush=True)
+    images, masks, class_names = load_segmentation_dataset(args.dataset, args.train_split, args.max_images, image_size)
+    val = None
+    val_spec = args.val_dataset or (args.dataset if args.dataset == "shapes" else None)
+    if val_spec and args.eval_every:
+        val = load_segmentation_dataset(val_spec, args.val_split, args.max_val_images, image_size)[:2]
+    weights = args.backbone_weights
+    model = models.build(args.model, num_classes=len(class_names),
+                         backbone_weights="preset" if weights == "preset" else _weights(weights))
+    print(f"{args.model}: {model.count_params():,} parameters, {len(class_names)} classes {list(class_names)[:10]}"
+          f"{'...' if len(class_names) > 10 else ''}, images {image_size}; {len(images)} training images"
+          f"{f', {len(val[0])} validation images' if val is not None else ' (no --val-dataset: no evaluation)'}; "
+          f"output in {args.output_dir}", flush=True)
+    model, history = train_segmenter(
+        model, (images, masks), record["training"], class_names, output_dir=args.output_dir, val=val,
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, checkpoint_every=args.checkpoint_every, resume=args.resume,
+        eval_every=args.eval_every or 1, verbose=1 if args.progress else 2, seed=args.seed)
+    if "val_mIoU" in history:
+        print(f"validation mIoU by evaluation: {', '.join(f'{value:.3f}' for value in history['val_mIoU'])}")
+    print(f"saved {args.output_dir}/model.keras and run.json; TensorBoard: tensorboard --logdir {args.output_dir}/logs")
+    return 0
+
+
 def _print_metrics(metrics, class_names):
     names = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small",
              "AR_medium", "AR_large")
@@ -204,6 +239,8 @@ def _evaluate(args):
     from keras_fpn.training import load_run
 
     model, run = load_run(args.run_path)
+    if model.task == "segmentation":
+        return _evaluate_segmenter(args, model, run)
     model = _with_dtype(model, args.dtype)
     image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
     data = load_dataset(args.dataset, args.split, class_names=run.get("class_names"), max_images=args.max_images,
@@ -233,6 +270,32 @@ def _evaluate(args):
     return 0
 
 
+def _float32_only(args, model):
+    if args.dtype != "float32":
+        raise ValueError(f"Received --dtype {args.dtype} for the segmentation model {model.name}; segmentation models "
+                         "run in float32 (with_dtype is the detectors').")
+
+
+def _evaluate_segmenter(args, model, run):
+    from keras_fpn.datasets.spec import load_segmentation_dataset
+    from keras_fpn.evaluation import evaluate_segmentation
+
+    _float32_only(args, model)
+    image_size = tuple(args.image_size or run.get("image_size") or (256, 256))
+    images, masks, names = load_segmentation_dataset(args.dataset, args.split, args.max_images, image_size)
+    class_names = run.get("class_names") or names
+    print(f"Evaluating {args.run_path} on {args.dataset} ({len(images)} images at {image_size})...", flush=True)
+    scores = evaluate_segmentation(model, images, masks, args.batch_size, class_names)
+    print(f"\nsegmentation scores on {args.dataset} (one confusion matrix over all pixels):")
+    print(f"{'metric':<16}{'value':>8}")
+    for name in ("mIoU", "pixel_accuracy"):
+        print(f"{name:<16}{scores[name]:>8.3f}")
+    print(f"\n{'class':<24}{'IoU':>8}")
+    for name, value in scores["per_class_iou"].items():
+        print(f"{name:<24}{'-' if value != value else format(value, '.3f'):>8}")  # NaN: in neither map
+    return 0
+
+
 def _export(args):
     from keras_fpn.export import export_saved_model
     from keras_fpn.training import load_run
@@ -241,6 +304,8 @@ def _export(args):
         raise ValueError(f"Received --dtype {args.dtype} with --format {args.format}; the LiteRT and ONNX exports "
                          "are float32 (LiteRT's own quantization makes them smaller).")
     model, run = load_run(args.run_path)
+    if model.task == "segmentation":
+        return _export_segmenter(args, model, run)
     model = _with_dtype(model, args.dtype)
     image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
     if args.format != "saved_model":
@@ -334,6 +399,21 @@ def _convert(args):
     return 0
 
 
+def _export_segmenter(args, model, run):
+    from keras_fpn.export import export_segmentation_saved_model
+
+    _float32_only(args, model)
+    if args.format != "saved_model":
+        raise ValueError(f"Received --format {args.format} for the segmentation model {model.name}; segmentation "
+                         "models export as a SavedModel only (--format saved_model).")
+    image_size = tuple(args.image_size) if args.image_size else None
+    path = export_segmentation_saved_model(model, args.export_dir, version=args.version, image_size=image_size,
+                                           new_version=args.new_version, class_names=run.get("class_names"))
+    print(f"exported {args.run_path} for TF Serving to {path}; signature serving_default: encoded images of any size "
+          "in, class_map (each image's classes at its own size) and image_size out")
+    return 0
+
+
 def _predict(args):
     import json
 
@@ -342,6 +422,8 @@ def _predict(args):
     from keras_fpn.visualization import save_detection_grid
 
     model, run = load_run(args.run_path)
+    if model.task == "segmentation":
+        return _predict_segmenter(args, model, run)
     model = _with_dtype(model, args.dtype)
     image_size = tuple(args.image_size or run.get("image_size") or (512, 512))
     class_names = run.get("class_names")
@@ -373,6 +455,35 @@ def _predict(args):
     return 0
 
 
+def _predict_segmenter(args, model, run):
+    import json
+
+    import numpy as np
+
+    from keras_fpn.inference import segment_files
+    from keras_fpn.visualization import save_segmentation_grid
+
+    _float32_only(args, model)
+    image_size = tuple(args.image_size or run.get("image_size") or ()) or None
+    class_names = run.get("class_names") or [str(k) for k in range(model.num_classes)]
+    results = segment_files(model, args.images, image_size)
+    if not results:
+        raise ValueError(f"None of {args.images} is an image TensorFlow can decode (JPEG, PNG, BMP, GIF).")
+    report = []
+    for result in results:
+        labels, counts = np.unique(result["class_map"], return_counts=True)
+        fractions = {class_names[k]: round(float(n) / result["class_map"].size, 4) for k, n in zip(labels, counts)}
+        report.append({"image": result["path"], "height": int(result["image"].shape[0]),
+                       "width": int(result["image"].shape[1]), "class_fractions": fractions})
+        print(f"{result['path']}: " + ", ".join(f"{name} {fraction:.1%}" for name, fraction in fractions.items()))
+    with open(args.json, "w") as file:
+        json.dump(report, file, indent=2)
+    save_segmentation_grid(args.output, [r["image"] for r in results], [r["class_map"] for r in results],
+                           class_names=class_names)
+    print(f"wrote {args.output} (classes blended over each image) and {args.json} (each class's share of the pixels)")
+    return 0
+
+
 def _mask_rles(result, keep, mask_paste="keras_fpn"):
     """COCO RLE of each kept detection's mask pasted into its image."""
     import numpy as np
@@ -392,7 +503,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-fpn",
         description="Feature Pyramid Networks for Keras 3, and the RetinaNet, Faster R-CNN and Mask R-CNN detectors "
-                    "built on them.",
+                    "and the SemanticFPN and U-Net segmenters built on them.",
     )
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's start-up messages (hidden by default)")
@@ -433,7 +544,9 @@ def build_parser():
 
     dataset_help = ("shapes (generated), shapes:scales (generated, 256x256, objects 8-160 px), tfds:NAME (e.g. "
                     "tfds:coco/2017, prepared with tfds), voc:DIR (PASCAL VOC "
-                    "folder), coco:JSON,IMAGE_DIR, or csv:FILE[,IMAGE_DIR]")
+                    "folder), coco:JSON,IMAGE_DIR, or csv:FILE[,IMAGE_DIR]; for a segmentation model (semanticfpn_*, "
+                    "unet_*): shapes, tfds:NAME (with a segmentation_mask), voc:DIR (SegmentationClass/) or "
+                    "coco:JSON,IMAGE_DIR (instances painted into class maps)")
     train = commands.add_parser(
         "train", help="train a zoo model on a dataset (checkpoints, resume, TensorBoard, COCO evaluation)",
         description="Trains a zoo model by its recipe with model.fit. Interrupted runs resume from the newest "

@@ -1,4 +1,5 @@
-"""Detection on image files: read, resize and pad as in training, detect, map boxes back to each image."""
+"""Detection and segmentation on image files: read, resize (and pad) as in training, predict, map boxes or class
+maps back to each image."""
 
 import os
 import sys
@@ -28,6 +29,23 @@ def image_paths(paths):
         else:
             found.append(path)
     return found
+
+
+def read_images(paths):
+    """`[(path, image uint8 tensor [H, W, 3])]` of the image files in `paths` (folders expanded by `image_paths`); a
+    file that is not an image is skipped with a one-line warning on stderr."""
+    import tensorflow as tf
+
+    from keras_fpn.datasets.records import decode_image
+
+    readable = []
+    for path in image_paths(paths):
+        try:
+            readable.append((path, decode_image(tf.io.read_file(path))))
+        except tf.errors.InvalidArgumentError:
+            print(f"warning: skipped {path}: not an image TensorFlow can decode (JPEG, PNG, BMP, GIF)",
+                  file=sys.stderr)
+    return readable
 
 
 def _detect_at_own_size(model, path, image):
@@ -76,16 +94,9 @@ def detect_files(model, paths, image_size, batch_size=8):
     from keras.utils import bounding_boxes
 
     from keras_fpn.datasets.pipeline import resize_and_pad
-    from keras_fpn.datasets.records import decode_image
     from keras_fpn.ops.boxes import content_sizes, to_original
 
-    readable = []
-    for path in image_paths(paths):
-        try:
-            readable.append((path, decode_image(tf.io.read_file(path))))
-        except tf.errors.InvalidArgumentError:
-            print(f"warning: skipped {path}: not an image TensorFlow can decode (JPEG, PNG, BMP, GIF)",
-                  file=sys.stderr)
+    readable = read_images(paths)
     if getattr(model, "resize_min_size", None) is not None:
         return [_detect_at_own_size(model, path, image) for path, image in readable]
     results = []
@@ -114,4 +125,31 @@ def detect_files(model, paths, image_size, batch_size=8):
             if "masks" in predictions:  # box-relative: the same in the original image
                 result["masks"] = np.asarray(predictions["masks"][i, :count], np.float32)
             results.append(result)
+    return results
+
+
+def segment_files(model, paths, image_size=None):
+    """Runs a segmenter (`SemanticFPN`, `UNet`) on image files and folders of them, one image at a time.
+
+    Args:
+        model: a `keras_fpn.segmentation.Segmenter`.
+        paths: sequence of image file paths or folders.
+        image_size: `(height, width)` the model was trained at, or None. Each image is resized to it (bilinear) and
+            its class map resized back (nearest neighbour); None runs each image at its own size.
+
+    Returns:
+        A list, one dict per image read: `{"path", "image" uint8 [H, W, 3], "class_map" int32 [H, W]}`.
+    """
+    import tensorflow as tf
+
+    results = []
+    for path, image in read_images(paths):
+        height, width = int(image.shape[0]), int(image.shape[1])
+        inputs = tf.cast(image, tf.float32)
+        if image_size is not None:
+            inputs = tf.image.resize(inputs, image_size, method="bilinear")
+        class_map = model.predict_on_batch(inputs[None].numpy())[0]
+        if image_size is not None:
+            class_map = tf.image.resize(class_map[..., None], (height, width), method="nearest")[..., 0].numpy()
+        results.append({"path": path, "image": image.numpy(), "class_map": np.asarray(class_map, np.int32)})
     return results

@@ -1,4 +1,5 @@
-"""The model zoo's one entry point: named detector configurations (RetinaNet, Faster R-CNN) stored as JSON records.
+"""The model zoo's one entry point: named configurations of the detectors (RetinaNet, Faster R-CNN, Mask R-CNN) and
+segmenters (SemanticFPN, UNet) stored as JSON records.
 
 The records live in the repository's `models/` folder (one `NAME.json` per model, data only) and ship inside the
 package as `keras_fpn/zoo/` (a link to that folder, installed as package data). This module reads them; it holds
@@ -35,6 +36,7 @@ _SECTIONS = {
     "rpn": dict,
     "roi_heads": dict,
     "mask_head": dict,
+    "decoder": dict,
     "anchors": dict,
     "detection": dict,
     "transform": dict,
@@ -46,7 +48,8 @@ _FIELDS = {
     "backbone": {"application", "weights", "kwargs", "batchnorm_momentum", "freeze_batchnorm"},
     "pyramid": {"min_level", "max_level", "num_channels", "fusion", "extra_levels_from", "extra_padding", "norm",
                 "norm_epsilon", "top_down", "lateral", "source"},
-    "head": {"filters", "depth", "norm", "norm_epsilon", "separable", "prior_probability", "source"},
+    "head": {"filters", "depth", "norm", "norm_epsilon", "separable", "prior_probability", "aggregation", "source"},
+    "decoder": {"filters", "source"},
     "anchors": {"size", "scales", "aspect_ratios", "convention", "source"},
     "transform": {"min_size", "max_size", "size_divisible", "source"},
     "weights": {"source", "torchvision_name", "torchvision_weights", "published_ap", "categories"},
@@ -61,20 +64,26 @@ _FIELDS = {
                   "focal_gamma", "score_threshold", "pre_nms_topk", "nms_iou_threshold", "max_detections"},
     "training": {"batch_size", "epochs", "steps", "optimizer", "learning_rate", "weight_decay", "global_clipnorm",
                  "augmentation", "precise_batchnorm_batches", "source"},
-    "figures": {"parameters", "gflops", "cpu_latency_ms", "measured_with", "machine", "ap"},
+    "figures": {"parameters", "gflops", "cpu_latency_ms", "measured_with", "machine", "ap", "miou"},
 }
-_REQUIRED = ("name", "description", "dataset", "num_classes", "input_size", "backbone", "pyramid", "anchors",
-             "training", "figures")
-# Each detector's class (module, name), found by a record's "architecture" (default "retinanet"), and the
-# sections only its records have. A new detector is added here and nowhere else in the CLI, export or evaluation.
+_REQUIRED = ("name", "description", "dataset", "num_classes", "input_size", "backbone", "pyramid", "training",
+             "figures")
+# Each model's class (module, name), found by a record's "architecture" (default "retinanet"), and the sections
+# only its records have. A new detector or segmenter is added here and nowhere else in the CLI, export or
+# evaluation.
 ARCHITECTURES = {
     "retinanet": ("keras_fpn.detection.retinanet", "RetinaNet"),
     "fasterrcnn": ("keras_fpn.detection.faster_rcnn", "FasterRCNN"),
     "maskrcnn": ("keras_fpn.detection.mask_rcnn", "MaskRCNN"),
+    "semanticfpn": ("keras_fpn.segmentation.semantic_fpn", "SemanticFPN"),
+    "unet": ("keras_fpn.segmentation.unet", "UNet"),
 }
-_REQUIRED_BY_ARCHITECTURE = {"retinanet": ("head",), "fasterrcnn": (), "maskrcnn": ()}
-_ONLY_FOR = {"head": {"retinanet"}, "rpn": {"fasterrcnn", "maskrcnn"},
-             "roi_heads": {"fasterrcnn", "maskrcnn"}, "mask_head": {"maskrcnn"}}
+_DETECTORS = {"retinanet", "fasterrcnn", "maskrcnn"}
+_REQUIRED_BY_ARCHITECTURE = {"retinanet": ("head", "anchors"), "fasterrcnn": ("anchors",), "maskrcnn": ("anchors",),
+                             "semanticfpn": ("head",), "unet": ("decoder",)}
+_ONLY_FOR = {"head": {"retinanet", "semanticfpn"}, "rpn": {"fasterrcnn", "maskrcnn"},
+             "roi_heads": {"fasterrcnn", "maskrcnn"}, "mask_head": {"maskrcnn"}, "decoder": {"unet"},
+             "anchors": _DETECTORS, "detection": _DETECTORS, "transform": _DETECTORS}
 
 
 def _zoo_dir():
@@ -267,12 +276,35 @@ def maskrcnn_kwargs(record):
     return kwargs
 
 
+def semanticfpn_kwargs(record):
+    """`SemanticFPN` constructor arguments of a zoo record: the backbone and pyramid, and the `head` section
+    (`filters`, `norm`, `aggregation`)."""
+    pyramid, head = record["pyramid"], record["head"]
+    kwargs = {"backbone": record["backbone"]["application"], "min_level": pyramid.get("min_level", 2),
+              "max_level": pyramid.get("max_level", 5), "num_channels": pyramid.get("num_channels", 256),
+              "backbone_kwargs": backbone_kwargs(record)}
+    for key, name in (("filters", "head_filters"), ("norm", "head_norm"), ("aggregation", "aggregation")):
+        if key in head:
+            kwargs[name] = head[key]
+    return kwargs
+
+
+def unet_kwargs(record):
+    """`UNet` constructor arguments of a zoo record: the backbone, its levels, and the `decoder` filters."""
+    pyramid = record["pyramid"]
+    kwargs = {"backbone": record["backbone"]["application"], "min_level": pyramid.get("min_level", 2),
+              "max_level": pyramid.get("max_level", 5), "backbone_kwargs": backbone_kwargs(record)}
+    if "filters" in record["decoder"]:
+        kwargs["decoder_filters"] = tuple(record["decoder"]["filters"])
+    return kwargs
+
+
 def record_kwargs(record):
     """The constructor arguments (all but `num_classes` and the weights) of the class that builds `record`: the
     one mapping from records to arguments."""
     architecture = record.get("architecture", "retinanet")
     return {"retinanet": retinanet_kwargs, "fasterrcnn": fasterrcnn_kwargs,
-            "maskrcnn": maskrcnn_kwargs}[architecture](record)
+            "maskrcnn": maskrcnn_kwargs, "semanticfpn": semanticfpn_kwargs, "unet": unet_kwargs}[architecture](record)
 
 
 def summary(records=None):

@@ -324,3 +324,43 @@ def test_a_two_stage_record_goes_through_train_evaluate_export_and_predict(name,
         rle = report["detections"][0]["mask_rle"]
         decoded = mask_api.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
         assert decoded.shape == (report["height"], report["width"])
+
+
+def test_a_segmentation_record_goes_through_train_evaluate_export_and_predict(tmp_path, capsys):
+    """A segmentation record trains, is scored, exported and run on a file through the same commands; its scores
+    are `evaluate_segmentation`'s, its file predictions come back at the file's own size."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from keras_fpn.datasets.shapes import SEGMENTATION_CLASSES, generate_segmentation_shapes
+    from keras_fpn.datasets.spec import SEGMENTATION_SHAPES
+    from keras_fpn.evaluation import evaluate_segmentation
+
+    output = str(tmp_path / "run")
+    assert cli.main(["train", "--model", "semanticfpn_mobilenetv3small_shapes", "--dataset", "shapes",
+                     "--max-images", "16", "--max-val-images", "8", "--batch-size", "8", "--epochs", "1",
+                     "--steps-per-epoch", "2", "--no-progress", "--output-dir", output]) == 0
+    out = capsys.readouterr().out
+    assert "semanticfpn_mobilenetv3small_shapes: " in out and "validation mIoU by evaluation: " in out
+    run = json.loads(open(os.path.join(output, "run.json")).read())
+    assert run["class_names"] == list(SEGMENTATION_CLASSES) and run["image_size"] == [64, 64]
+    assert cli.main(["evaluate", output, "--dataset", "shapes", "--max-images", "8"]) == 0
+    printed = float(re.search(r"^mIoU\s+(\d\.\d{3})$", capsys.readouterr().out, re.M).group(1))
+    model = keras.saving.load_model(os.path.join(output, "model.keras"))
+    held_out = generate_segmentation_shapes(8, 64, seed=SEGMENTATION_SHAPES["validation"][1])
+    assert printed == pytest.approx(evaluate_segmentation(model, *held_out)["mIoU"], abs=5e-4)
+    assert cli.main(["export", output, "--export-dir", str(tmp_path / "export")]) == 0
+    served = tf.saved_model.load(str(tmp_path / "export" / "1")).signatures["serving_default"]
+    assert served(images=tf.reshape(tf.io.encode_png(tf.zeros((50, 70, 3), tf.uint8)), [1]))["class_map"].shape == (
+        1, 50, 70)
+    assert cli.main(["export", output, "--format", "litert", "--export-dir", str(tmp_path / "litert")]) == 2
+    assert "segmentation models export as a SavedModel only" in capsys.readouterr().err
+    picture = tmp_path / "shapes.png"
+    Image.fromarray(generate_segmentation_shapes(1, 96, seed=9)[0][0][:80]).save(picture)  # 80x96, not 64x64
+    assert cli.main(["predict", output, str(picture), "--output", str(tmp_path / "out.png"), "--json",
+                     str(tmp_path / "out.json")]) == 0
+    report = json.loads((tmp_path / "out.json").read_text())[0]
+    assert (report["height"], report["width"]) == (80, 96)
+    assert set(report["class_fractions"]) <= set(SEGMENTATION_CLASSES)
+    assert sum(report["class_fractions"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert (tmp_path / "out.png").stat().st_size > 1000

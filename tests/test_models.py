@@ -225,3 +225,20 @@ def test_from_preset_without_a_registered_zoo_names_the_fix(monkeypatch):
     with pytest.raises(RuntimeError, match=r"RetinaNet.from_preset\('retinanet_resnet50_fpn'\): no model zoo is "
                                            r"registered. `import keras_fpn`"):
         RetinaNet.from_preset("retinanet_resnet50_fpn")
+
+
+@pytest.mark.parametrize("name, class_name", [("semanticfpn_mobilenetv3small_shapes", "SemanticFPN"),
+                                              ("unet_mobilenetv3small_shapes", "UNet")])
+def test_segmentation_records_build_their_model(name, class_name):
+    record = models.get(name)
+    model = models.build(name)
+    assert type(model).__name__ == class_name and model.num_classes == record["num_classes"]
+    assert (model.min_level, model.max_level) == (record["pyramid"]["min_level"], record["pyramid"]["max_level"])
+    if "head" in record:
+        assert model.head_filters == record["head"]["filters"] and model.head_norm == record["head"]["norm"]
+        assert model.num_channels == record["pyramid"]["num_channels"]
+    else:
+        assert model.decoder_filters == tuple(record["decoder"]["filters"])
+    assert model.count_params() == record["figures"]["parameters"], "re-run python benchmarks/zoo_figures.py --write"
+    with pytest.raises(ValueError, match=f"{name} is a {record['architecture']} record"):
+        RetinaNet.from_preset(name)

@@ -85,3 +85,70 @@ def load_dataset(spec, split="train", class_names=None, max_images=None, image_s
     else:
         raise ValueError(f"Received dataset {spec!r}; expected one of {', '.join(FORMS)}.")
     return _limit(data, max_images)
+
+
+SEGMENTATION_FORMS = ("shapes", "tfds:NAME", "voc:DIR", "coco:JSON,IMAGE_DIR")
+# Generated segmentation shapes: as SHAPES, fewer images (a map per pixel is more to learn from than boxes).
+SEGMENTATION_SHAPES = {"train": (1000, 1), "validation": (200, 2), "test": (200, 3)}
+
+
+def load_segmentation_dataset(spec, split="train", max_images=None, image_size=(64, 64)):
+    """Reads the semantic-segmentation dataset named by `spec` into memory, for `keras-fpn train / evaluate` of a
+    segmentation record.
+
+    Args:
+        spec: `shapes` (generated, `keras_fpn.datasets.shapes.generate_segmentation_shapes`: "train" 1,000 images,
+            "validation"/"test" 200 held-out ones), `tfds:NAME` (a dataset with a `segmentation_mask`), `voc:DIR`
+            (PASCAL VOC: `JPEGImages/`, `SegmentationClass/`, the split's list in `ImageSets/Segmentation/`) or
+            `coco:JSON,IMAGE_DIR` (instances painted into class maps).
+        split: str, the split of `shapes`, `tfds:` and `voc:`.
+        max_images: int or None. image_size: `(height, width)` every image and mask is resized to.
+
+    Returns:
+        `(images uint8 [N, H, W, 3], masks uint8 [N, H, W], class_names)`; without names in the data (TFDS, VOC
+        folders of other label sets) the classes are named by index.
+    """
+    from keras_fpn.datasets import segmentation
+    from keras_fpn.datasets.shapes import SEGMENTATION_CLASSES, generate_segmentation_shapes
+
+    kind, _, rest = spec.partition(":")
+    image_size = tuple(image_size)
+
+    def existing(path, what):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Dataset {spec!r}: {what} {path!r} does not exist.")
+        return path
+
+    if kind == "shapes" and not rest:
+        if image_size[0] != image_size[1]:
+            raise ValueError(f"Generated shapes are square; received image size {image_size}.")
+        num_images, seed = SEGMENTATION_SHAPES.get(split, SEGMENTATION_SHAPES["train"])
+        images, masks = generate_segmentation_shapes(
+            num_images if max_images is None else min(num_images, max_images), image_size[0], seed=seed)
+        return images, masks, SEGMENTATION_CLASSES
+    if kind == "tfds" and rest:
+        images, masks = segmentation.load_tfds_segmentation(rest, split or "train", image_size=image_size,
+                                                            max_images=max_images)
+    elif kind == "voc" and rest:
+        directory = existing(rest, "folder")
+        voc_split = {"validation": "val"}.get(split, split)  # VOC's own name for it
+        listing = os.path.join(directory, "ImageSets", "Segmentation", f"{voc_split}.txt")
+        names = None
+        if os.path.isfile(listing):
+            with open(listing) as file:
+                names = file.read().split()
+        images, masks = segmentation.load_segmentation_folder(
+            existing(os.path.join(directory, "JPEGImages"), "image folder"),
+            existing(os.path.join(directory, "SegmentationClass"), "mask folder"), image_size,
+            names[:max_images] if names and max_images else names)
+    elif kind == "coco" and rest.count(",") == 1:
+        annotation_file, image_dir = rest.split(",")
+        return segmentation.load_coco_semantic(existing(annotation_file, "annotation file"),
+                                               existing(image_dir, "image folder"), image_size, max_images)
+    else:
+        raise ValueError(f"Received dataset {spec!r} for a segmentation model; expected one of "
+                         f"{', '.join(SEGMENTATION_FORMS)}.")
+    if max_images is not None:
+        images, masks = images[:max_images], masks[:max_images]
+    labels = masks[masks != 255]
+    return images, masks, tuple(str(k) for k in range(int(labels.max()) + 1 if labels.size else 1))

@@ -297,6 +297,8 @@ class Detector(keras.Model):
     should load them) and `mask_resolution` (the side of its box-relative predicted masks).
     """
 
+    # What the command line, export and evaluation do with the model: "detection" (boxes) or "segmentation".
+    task = "detection"
     uses_masks = False
     mask_resolution = None
     mask_paste = "keras_fpn"

@@ -12,6 +12,7 @@ per-pixel softmax cross-entropy averaged over the labelled pixels (detectron2 `S
 import keras
 from keras import ops
 
+from keras_fpn import presets
 from keras_fpn.detection.detector import pad_to_multiple, resolve_backbone
 
 IGNORE_LABEL = 255
@@ -82,6 +83,8 @@ class Segmenter(keras.Model):
         `[batch, height, width]` (int32, the arg-max).
     """
 
+    task = "segmentation"  # as Detector.task: what the command line, export and evaluation do with the model
+
     def __init__(self, num_classes, decoder, backbone, backbone_weights, input_shape, min_level, max_level,
                  num_channels, backbone_kwargs, return_features, ignore_label=IGNORE_LABEL, **kwargs):
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
@@ -121,6 +124,13 @@ class Segmenter(keras.Model):
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return ops.cast(ops.argmax(self(x, training=False), axis=-1), "int32")
+
+    @classmethod
+    def from_preset(cls, name, num_classes=None, backbone_weights="preset", **kwargs):
+        """Builds the zoo configuration `name` (`keras_fpn.models.list()`) or a record `.json` file, as the
+        detectors' `from_preset`: `num_classes` None takes the record's, `**kwargs` override it."""
+        return cls(**presets.preset_arguments(cls, name, num_classes=num_classes, backbone_weights=backbone_weights,
+                                              **kwargs))
 
     def get_config(self):
         return {"name": self.name, "num_classes": self.num_classes, "ignore_label": self.ignore_label,

@@ -1,4 +1,5 @@
-"""Training a detector by its recipe: `model.fit` with checkpoints, resumption, COCO evaluation and TensorBoard."""
+"""Training a detector or a segmenter by its recipe: `model.fit` with checkpoints, resumption, evaluation (COCO AP or
+mIoU) and TensorBoard."""
 
 import json
 import logging
@@ -182,6 +183,52 @@ def train_detector(model, train_data, training, image_size, output_dir=None, val
                  steps_per_epoch=steps_per_epoch, batch_size=batch_size)
         if not chief:
             shutil.rmtree(target, ignore_errors=True)
+    return model, history
+
+
+def train_segmenter(model, train, training, class_names, output_dir=None, val=None, epochs=None,
+                    steps_per_epoch=None, batch_size=None, learning_rate=None, checkpoint_every=None, resume=True,
+                    eval_every=1, verbose=1, seed=0):
+    """Trains a segmenter (`SemanticFPN`, `UNet`) on in-memory images and masks by a recipe, with `model.fit`: the
+    segmentation counterpart of `train_detector` (same recipe keys, checkpoints, resumption and run folder).
+
+    Args:
+        model: a `SemanticFPN` or `UNet`, not compiled (compiled here with the recipe's optimizer).
+        train: `(images uint8 [N, H, W, 3], masks [N, H, W])`; val: the same, or None. With `val`,
+            `SegmentationEvaluation` logs `val_mIoU` and `val_pixel_accuracy` every `eval_every` epochs.
+        training: dict, the recipe. class_names: sequence of str, written to `run.json`.
+        output_dir, epochs, steps_per_epoch, batch_size, learning_rate, checkpoint_every, resume, verbose, seed:
+            as `train_detector`.
+
+    Returns:
+        `(model, history dict)`.
+    """
+    from keras_fpn.datasets.segmentation import segmentation_pipeline
+    from keras_fpn.evaluation import SegmentationEvaluation
+
+    images, masks = train
+    if len(images) == 0:
+        raise ValueError("The training data is empty: no images to train on.")
+    batch_size = batch_size or training.get("batch_size", 8)
+    epochs, steps_per_epoch = schedule_length(training, len(images), batch_size, epochs, steps_per_epoch)
+    batches = segmentation_pipeline(images, masks, batch_size, shuffle=True, repeat=True, seed=seed)
+    model.compile(optimizer=build_optimizer(training, epochs * steps_per_epoch, learning_rate))
+    callbacks = []
+    if val is not None:
+        held_out = segmentation_pipeline(*val, batch_size=batch_size, flip=False, shuffle=False)
+        callbacks.append(SegmentationEvaluation(held_out, every_n_epochs=eval_every, class_names=class_names,
+                                                verbose=1 if verbose == 1 else 0))
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "logs"), update_freq="epoch"))
+    start = time.perf_counter()
+    model, history = fit_resumable(model, batches, epochs, steps_per_epoch,
+                                   os.path.join(output_dir, "checkpoints") if output_dir else None, checkpoint_every,
+                                   resume, callbacks, verbose)
+    logger.info("Trained %d epochs of %d steps in %.0fs", epochs, steps_per_epoch, time.perf_counter() - start)
+    if output_dir:
+        save_run(model, output_dir, class_names, images.shape[1:3], training=training, epochs=epochs,
+                 steps_per_epoch=steps_per_epoch, batch_size=batch_size)
     return model, history
 
 
