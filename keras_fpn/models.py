@@ -308,7 +308,8 @@ def record_kwargs(record):
 
 
 def summary(records=None):
-    """One row per record for tables: name, backbone, levels, input, dataset, parameters, GFLOPs, CPU ms, AP.
+    """One row per record for tables: name, backbone, levels, input, dataset, parameters, GFLOPs, CPU ms, AP (of the
+    detectors) and mIoU (of the segmenters).
 
     Numbers not measured are None. Used by `keras-fpn models` and by the script that writes `models/README.md`.
     """
@@ -322,7 +323,8 @@ def summary(records=None):
             "architecture": record.get("architecture", "retinanet"),
             "backbone": record["backbone"]["application"],
             "levels": f"P{record['pyramid'].get('min_level', 3)}-P{record['pyramid'].get('max_level', 7)}",
-            "channels": record["pyramid"].get("num_channels", 256),
+            # A U-Net decodes the backbone's own maps: it has no pyramid channels.
+            "channels": None if "decoder" in record else record["pyramid"].get("num_channels", 256),
             "input": "x".join(str(size) for size in record["input_size"]),
             "dataset": record["dataset"],
             "num_classes": record["num_classes"],
@@ -331,6 +333,7 @@ def summary(records=None):
             "cpu_latency_ms": figures.get("cpu_latency_ms"),
             "AP": ap.get("AP"),
             "AP50": ap.get("AP50"),
+            "mIoU": (figures.get("miou") or {}).get("mIoU"),
         })
     return rows
 

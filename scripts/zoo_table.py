@@ -22,14 +22,14 @@ def table():
     """The markdown table of every zoo record."""
     from keras_fpn import models
 
-    lines = ["| model | backbone | levels | channels | input | dataset | parameters | GFLOPs | CPU ms | AP | AP50 |",
-             "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| model | backbone | levels | channels | input | dataset | parameters | GFLOPs | CPU ms | AP | AP50 | mIoU |",
+             "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for row in models.summary():
         lines.append(
-            f"| [`{row['name']}`]({row['name']}.json) | {row['backbone']} | {row['levels']} | {row['channels']} | "
+            f"| [`{row['name']}`]({row['name']}.json) | {row['backbone']} | {row['levels']} | {_number(row['channels'], 'd')} | "
             f"{row['input']} | {row['dataset']} ({row['num_classes']} classes) | {_number(row['parameters'], ',')} | "
             f"{_number(row['gflops'], '.2f')} | {_number(row['cpu_latency_ms'], '.1f')} | "
-            f"{_number(row['AP'], '.3f')} | {_number(row['AP50'], '.3f')} |"
+            f"{_number(row['AP'], '.3f')} | {_number(row['AP50'], '.3f')} | {_number(row['mIoU'], '.3f')} |"
         )
     return "\n".join(lines)
 

@@ -99,6 +99,18 @@ def test_table_changes_when_a_record_changes(monkeypatch):
     assert script.render(text) != text
 
 
+def test_only_the_trained_segmenters_claim_an_miou():
+    for name in models.list():
+        miou = models.get(name)["figures"].get("miou")
+        if name.endswith("_shapes") and models.get(name).get("architecture") in ("semanticfpn", "unet"):
+            short = name.split("_")[0]
+            assert 0 < miou["mIoU"] < miou["pixel_accuracy"] <= 1
+            assert miou["measured_with"] == (f"keras-fpn train --model {name} --dataset shapes --output-dir runs/{short}"
+                                             f" && keras-fpn evaluate runs/{short} --dataset shapes")
+        else:
+            assert miou is None, f"{name} claims an mIoU"
+
+
 def test_only_the_trained_model_claims_an_ap():
     for name in models.list():
         ap = models.get(name)["figures"]["ap"]
