@@ -406,7 +406,8 @@ def _export_segmenter(args, model, run):
     if args.format != "saved_model":
         raise ValueError(f"Received --format {args.format} for the segmentation model {model.name}; segmentation "
                          "models export as a SavedModel only (--format saved_model).")
-    image_size = tuple(args.image_size) if args.image_size else None
+    # As predict: each image resized to the training size for the model, its class map resized back.
+    image_size = tuple(args.image_size or run.get("image_size") or ()) or None
     path = export_segmentation_saved_model(model, args.export_dir, version=args.version, image_size=image_size,
                                            new_version=args.new_version, class_names=run.get("class_names"))
     print(f"exported {args.run_path} for TF Serving to {path}; signature serving_default: encoded images of any size "

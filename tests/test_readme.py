@@ -98,7 +98,7 @@ def test_readme_command_line_example_runs_as_written(tmp_path, monkeypatch, caps
         pytest.skip("RetinaNet decoding uses TensorFlow's NMS")
     block = next(b for b in re.findall(r"```bash\n(.*?)```", docs_text(), re.S) if "keras-fpn train" in b)
     lines = [line for line in block.splitlines() if line.startswith("keras-fpn ")]
-    assert [shlex.split(line)[1] for line in lines] == ["models", "train", "evaluate", "export", "export", "predict"]
+    assert [shlex.split(line)[1] for line in lines] == ["models", "train", "evaluate", "export", "predict"]
     monkeypatch.chdir(tmp_path)  # the example writes into runs/
     # The image the main job writes as runs/demo/example.png (a held-out shapes image).
     from keras_fpn.datasets import generate_shapes
@@ -111,7 +111,6 @@ def test_readme_command_line_example_runs_as_written(tmp_path, monkeypatch, caps
         assert cli.main(argv) == 0, line
     assert re.search(r"^AP50\s+\d\.\d{3}$", capsys.readouterr().out, re.M)
     assert (tmp_path / "runs/shapes/export/1/saved_model.pb").exists()
-    assert (tmp_path / "runs/shapes/litert/model.tflite").stat().st_size > 1e6
     assert json.loads((tmp_path / "runs/shapes/detections.json").read_text())[0]["image"].endswith("example.png")
     assert (tmp_path / "runs/shapes/detections.png").exists()
 
