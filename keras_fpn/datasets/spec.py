@@ -8,6 +8,13 @@ FORMS = ("shapes", "shapes:scales", "tfds:NAME", "voc:DIR", "coco:JSON,IMAGE_DIR
 SHAPES = {"train": (2000, 1), "validation": (200, 2), "test": (200, 3)}
 
 
+def _existing(spec, path, what):
+    """`path`, or a FileNotFoundError naming the dataset `spec` and what `path` should have been."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Dataset {spec!r}: {what} {path!r} does not exist.")
+    return path
+
+
 def _limit(data, max_images):
     from keras_fpn.datasets.records import DetectionData
 
@@ -55,11 +62,6 @@ def load_dataset(spec, split="train", class_names=None, max_images=None, image_s
                          "'coco:JSON,IMAGE_DIR' (segmentation polygons or RLE) give masks, the TFDS, VOC and CSV "
                          "readers give boxes only.")
 
-    def existing(path, what):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"Dataset {spec!r}: {what} {path!r} does not exist.")
-        return path
-
     if kind == "shapes" and rest in ("", "scales"):
         from keras_fpn.datasets.shapes import SCALES
 
@@ -70,18 +72,19 @@ def load_dataset(spec, split="train", class_names=None, max_images=None, image_s
     elif kind == "tfds" and rest:
         data = load_tfds(rest, split=split or "train")
     elif kind == "voc" and rest:
-        directory = existing(rest, "folder")
+        directory = _existing(spec, rest, "folder")
         has_lists = os.path.isdir(os.path.join(directory, "ImageSets", "Main"))
         split = {"validation": "val"}.get(split, split)  # VOC's own name for it
         data = load_voc(directory, split=split if has_lists else None, class_names=class_names)
     elif kind == "coco" and rest.count(",") == 1:
         annotation_file, image_dir = rest.split(",")
-        data = load_coco_json(existing(annotation_file, "annotation file"), existing(image_dir, "image folder"),
+        data = load_coco_json(_existing(spec, annotation_file, "annotation file"),
+                              _existing(spec, image_dir, "image folder"),
                               with_masks=with_masks)
     elif kind == "csv" and rest and rest.count(",") <= 1:
         csv_file, _, image_dir = rest.partition(",")
-        existing(csv_file, "file")
-        data = load_csv(csv_file, existing(image_dir, "image folder") if image_dir else None, class_names)
+        _existing(spec, csv_file, "file")
+        data = load_csv(csv_file, _existing(spec, image_dir, "image folder") if image_dir else None, class_names)
     else:
         raise ValueError(f"Received dataset {spec!r}; expected one of {', '.join(FORMS)}.")
     return _limit(data, max_images)
@@ -114,11 +117,6 @@ def load_segmentation_dataset(spec, split="train", max_images=None, image_size=(
     kind, _, rest = spec.partition(":")
     image_size = tuple(image_size)
 
-    def existing(path, what):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"Dataset {spec!r}: {what} {path!r} does not exist.")
-        return path
-
     if kind == "shapes" and not rest:
         if image_size[0] != image_size[1]:
             raise ValueError(f"Generated shapes are square; received image size {image_size}.")
@@ -130,7 +128,7 @@ def load_segmentation_dataset(spec, split="train", max_images=None, image_size=(
         images, masks = segmentation.load_tfds_segmentation(rest, split or "train", image_size=image_size,
                                                             max_images=max_images)
     elif kind == "voc" and rest:
-        directory = existing(rest, "folder")
+        directory = _existing(spec, rest, "folder")
         voc_split = {"validation": "val"}.get(split, split)  # VOC's own name for it
         listing = os.path.join(directory, "ImageSets", "Segmentation", f"{voc_split}.txt")
         names = None
@@ -138,13 +136,13 @@ def load_segmentation_dataset(spec, split="train", max_images=None, image_size=(
             with open(listing) as file:
                 names = file.read().split()
         images, masks = segmentation.load_segmentation_folder(
-            existing(os.path.join(directory, "JPEGImages"), "image folder"),
-            existing(os.path.join(directory, "SegmentationClass"), "mask folder"), image_size,
+            _existing(spec, os.path.join(directory, "JPEGImages"), "image folder"),
+            _existing(spec, os.path.join(directory, "SegmentationClass"), "mask folder"), image_size,
             names[:max_images] if names and max_images else names)
     elif kind == "coco" and rest.count(",") == 1:
         annotation_file, image_dir = rest.split(",")
-        return segmentation.load_coco_semantic(existing(annotation_file, "annotation file"),
-                                               existing(image_dir, "image folder"), image_size, max_images)
+        return segmentation.load_coco_semantic(_existing(spec, annotation_file, "annotation file"),
+                                               _existing(spec, image_dir, "image folder"), image_size, max_images)
     else:
         raise ValueError(f"Received dataset {spec!r} for a segmentation model; expected one of "
                          f"{', '.join(SEGMENTATION_FORMS)}.")
