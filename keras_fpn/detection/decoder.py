@@ -5,7 +5,7 @@ Shared by `RetinaNet.predict_step` and the exported serving function, so both gi
 
 from keras import ops
 
-from keras_fpn.detection.box_coding import decode_deltas
+from keras_fpn.detection.box_coding import decode_selected
 from keras_fpn.detection.nms import detection_nms
 from keras_fpn.ops.boxes import clip_boxes, has_area
 
@@ -67,9 +67,8 @@ def decode_detections(
         top_logits, top_index = ops.top_k(ops.reshape(shortlist, (batch, anchor_k * num_classes)), k=k)
         anchor_index = ops.take_along_axis(best_anchors, top_index // num_classes, axis=1)
         anchor_index = ops.minimum(anchor_index, size - 1)
-        level_deltas = ops.take_along_axis(box_deltas[:, start : start + size], anchor_index[..., None], axis=1)
-        level_anchors = ops.take(anchors[start : start + size], anchor_index, axis=0)
-        candidate_boxes.append(decode_deltas(level_anchors, level_deltas, box_weights))
+        candidate_boxes.append(decode_selected(anchors[start : start + size], box_deltas[:, start : start + size],
+                                               anchor_index, box_weights))
         candidate_scores.append(ops.sigmoid(top_logits))
         candidate_classes.append(top_index % num_classes)
         start += size

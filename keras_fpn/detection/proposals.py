@@ -7,7 +7,7 @@ that backend, `keras.ops` elsewhere).
 
 from keras import ops
 
-from keras_fpn.detection.box_coding import decode_deltas
+from keras_fpn.detection.box_coding import decode_selected
 from keras_fpn.detection.nms import detection_nms
 from keras_fpn.ops.boxes import clip_boxes
 
@@ -45,9 +45,8 @@ def generate_proposals(objectness, deltas, anchors, level_sizes, image_height, i
             level_logits = ops.pad(level_logits, [[0, 0], [0, k]], constant_values=-1e9)
         top_logits, top_index = ops.top_k(level_logits, k=k)
         top_index = ops.minimum(top_index, size - 1)
-        level_deltas = ops.take_along_axis(deltas[:, start:start + size], top_index[..., None], axis=1)
-        level_boxes = decode_deltas(ops.take(anchors[start:start + size], top_index, axis=0), level_deltas,
-                                    box_weights)
+        level_boxes = decode_selected(anchors[start:start + size], deltas[:, start:start + size], top_index,
+                                      box_weights)
         level_boxes = clip_boxes(level_boxes, height, width)
         probability = ops.sigmoid(top_logits)
         large = ((level_boxes[..., 2] - level_boxes[..., 0]) >= min_size) & (
