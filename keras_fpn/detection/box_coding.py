@@ -51,9 +51,9 @@ def decode_selected(anchors, deltas, index, box_weights):
     It gathers the k anchors and deltas, then decodes k boxes. Within `keras_fpn.ops.portable(
     decode_all_anchors=True)` it decodes every anchor, then gathers k boxes, which gives the same boxes: the LiteRT
     dynamic-range export traces it so, since that quantizer stores the table of a GATHER from a constant as int8
-    (as it does an embedding table), and the anchor table quantized so moved the phone detector's boxes by up to
-    1.3 px at 320x320 (benchmarks/README.md, "Exports"). Decoded boxes are a runtime tensor and stay float. Full
-    int8 keeps the gather of anchors: its GATHER stays float (`keras_fpn.export.formats.FLOAT_OPS`), while decoding
+    (as it does an embedding table), and the anchor tables quantized so (a step of 2.7-3.2 px per level) moved the
+    phone detector's boxes by up to 1.6 px at 320x320. Decoded boxes are a runtime tensor and stay float. Full int8
+    keeps the gather of anchors: its GATHER stays float (`keras_fpn.export.formats.FLOAT_OPS`), while decoding
     every anchor there quantized the decoded table (a third fewer of `predict`'s boxes kept IoU >= 0.9).
     """
     if decodes_all_anchors():
