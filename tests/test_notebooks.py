@@ -11,7 +11,10 @@ NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
 # What a notebook must print, besides "small settings" (regular expressions).
 PRINTS = {"03_export_and_serve": [r"LiteRT: [1-9]\d* detections on 4 images, as predict: True"],
           "04_coco_weights": [r"[1-9]\d* detections in a 650x417 photograph", r"\n  \w+ +0\.\d\d  \[",
-                              r"classes \('raccoon',\)", r"AP50  \d\.\d{3}", "saved fasterrcnn_raccoon.keras"]}
+                              r"classes \('raccoon',\)", r"AP50  \d\.\d{3}", "saved fasterrcnn_raccoon.keras"],
+          "05_segmentation": [r"56 training and 8 held-out images; labels \[0, 1, 2, 3, 4\]",
+                              r"held-out mIoU 0\.\d{3} after 20 steps", r"  line +IoU \d\.\d{3}",
+                              "the SavedModel's class maps equal predict's: True; the .keras file's too: True"]}
 
 
 def _read(path):
@@ -20,9 +23,10 @@ def _read(path):
     return nbformat.read(str(path), as_version=4)
 
 
-def test_there_are_the_four_notebooks():
+def test_there_are_the_five_notebooks():
     assert [path.name for path in NOTEBOOKS] == ["01_feature_pyramid.ipynb", "02_finetune_voc.ipynb",
-                                                 "03_export_and_serve.ipynb", "04_coco_weights.ipynb"]
+                                                 "03_export_and_serve.ipynb", "04_coco_weights.ipynb",
+                                                 "05_segmentation.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
