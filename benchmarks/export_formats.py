@@ -2,6 +2,7 @@
 images, and how many of `predict`'s detections each format reproduces.
 
     python benchmarks/export_formats.py --run runs/demo          # the main job's trained shapes RetinaNet
+    python benchmarks/export_formats.py --run runs/demo --formats litert_dynamic litert_int8   # some formats only
 
 Formats: TF `predict` (the reference), the SavedModel of `model.export` (Keras's `serve` endpoint), LiteRT float32,
 LiteRT with dynamic-range and with int8 post-training quantization (ai-edge-litert's interpreter, 2 threads), and
@@ -21,6 +22,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 
 from timing import median_time  # noqa: E402
+
+
+# (row label, format key, file name)
+FORMATS = [("TF predict", "predict", None), ("SavedModel (model.export)", "tf_saved_model", "saved"),
+           ("LiteRT float32", "litert", "float.tflite"), ("LiteRT dynamic range", "litert_dynamic", "dynamic.tflite"),
+           ("LiteRT int8", "litert_int8", "int8.tflite"), ("ONNX (onnxruntime)", "onnx", "model.onnx")]
 
 
 def _iou(a, b):
@@ -86,6 +93,8 @@ def main():
     parser.add_argument("--images", type=int, default=200, help="held-out images scored")
     parser.add_argument("--representative", type=int, default=100, help="training images for int8 calibration")
     parser.add_argument("--timing-images", type=int, default=20, help="images timed per format")
+    parser.add_argument("--formats", nargs="+", choices=[key for _, key, _ in FORMATS], default=None,
+                        help="the formats to measure (default: all; `predict` is always the reference)")
     args = parser.parse_args()
 
     import keras
@@ -123,11 +132,10 @@ def main():
     rows = []
     reference = [predict(image) for image, _ in held_out]
     with tempfile.TemporaryDirectory() as folder:
-        formats = [("TF predict", None, None), ("SavedModel (model.export)", "tf_saved_model", "saved"),
-                   ("LiteRT float32", "litert", "float.tflite"), ("LiteRT dynamic range", "litert_dynamic", "dynamic.tflite"),
-                   ("LiteRT int8", "litert_int8", "int8.tflite"), ("ONNX (onnxruntime)", "onnx", "model.onnx")]
-        for label, fmt, name in formats:
-            if fmt is None:
+        for label, fmt, name in FORMATS:
+            if args.formats and fmt not in args.formats:
+                continue
+            if fmt == "predict":
                 detect, size = predict, sum(weight.numpy().nbytes for weight in model.weights)
             else:
                 path = os.path.join(folder, name)
