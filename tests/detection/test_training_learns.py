@@ -26,7 +26,9 @@ def test_faster_rcnn_clearly_beats_an_untrained_model(tmp_path):
     model, metrics, _ = train_shapes_detector(steps=200, batch_size=8, train_images=400, test_images=100,
                                               verbose=0, preset="fasterrcnn_mobilenetv3small_shapes")
     untrained, trained = metrics["untrained"]["AP50"], metrics["trained"]["AP50"]
-    assert trained > 0.15 and trained > 10 * max(untrained, 0.005), metrics  # measured: 0.22 vs 0.0002
+    # Measured, same seed, four runs: 0.145, 0.192, 0.209, 0.22 (TensorFlow's multi-threaded sums make the 200 steps
+    # differ from run to run; a bound of 0.15 failed once in CI) against 0.0002 untrained: the bound sits below them.
+    assert trained > 0.10 and trained > 10 * max(untrained, 0.005), metrics
     assert abs(metrics["bfloat16"]["AP"] - metrics["trained"]["AP"]) < 0.03, metrics
 
 
