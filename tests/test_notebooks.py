@@ -14,7 +14,7 @@ PRINTS = {"03_export_and_serve": [r"LiteRT: [1-9]\d* detections on 4 images, as 
                               r"classes \('raccoon',\)", r"AP50  \d\.\d{3}", "saved fasterrcnn_raccoon.keras"],
           "05_segmentation": [r"56 training and 8 held-out images; labels \[0, 1, 2, 3, 4\]",
                               r"held-out mIoU 0\.\d{3} after 20 steps", r"  line +IoU \d\.\d{3}",
-                              "the SavedModel's class maps equal predict's: True; the .keras file's too: True"]}
+                              "the SavedModel's class maps equal predict's: True; the .keras file's logits equal the model's: True"]}
 
 
 def _read(path):
