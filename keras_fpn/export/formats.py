@@ -61,12 +61,15 @@ def detection_graph(model, image_size):
     return graph
 
 
+def _first_spec(input_signature):
+    return input_signature[0] if isinstance(input_signature, (list, tuple)) else input_signature
+
+
 def export_image_size(model, image_size=None, input_signature=None):
     """`(height, width)` of an export: `image_size`, or the fixed size of `input_signature`, or the model's own
     fixed input size."""
     if image_size is None and input_signature is not None:
-        spec = input_signature[0] if isinstance(input_signature, (list, tuple)) else input_signature
-        image_size = tuple(spec.shape[1:3])
+        image_size = tuple(_first_spec(input_signature).shape[1:3])
     if image_size is None:
         image_size = tuple(model.backbone.image_shape[:2])
     if isinstance(image_size, int):
@@ -93,20 +96,22 @@ def export_detector(model, filepath, format="tf_saved_model", image_size=None, c
         image_size: `(height, width)` of the input, which is fixed (resize camera frames to it); default the
             model's own fixed input size (or `input_signature`'s).
         class_names: sequence of str or None: the label map, stored in the LiteRT and ONNX files' metadata.
-        batch_size: the input's batch size: default 1 for LiteRT (as phones run it), any (dynamic) for ONNX and the
-            SavedModel.
+        batch_size: the input's batch size: default `input_signature`'s (None there: any batch), else 1 for LiteRT
+            (as phones run it) and any for ONNX and the SavedModel. A LiteRT file of any batch takes the batch its
+            first call gives (the signature runner resizes its input; `Interpreter.resize_tensor_input` otherwise).
         select_tf_ops: LiteRT only. None (default): builtin ops when the model converts with them (every keras_fpn
-            detector does), else TensorFlow's Select ops for the ops LiteRT lacks, with a note naming them; the file
+            detector does at a fixed batch), else TensorFlow's Select ops for the ops LiteRT lacks, with a note naming them; the file
             then needs the Flex delegate (the plain `ai-edge-litert` interpreter lacks it). False: builtin ops or an
             error naming the blocking ops. True: Select ops allowed.
         quantize: LiteRT only, post-training quantization by the TFLite converter. None (float32); `"dynamic"`:
             weights stored as int8, computed in float (dynamic range); `"int8"`: weights and activations int8, their
-            ranges calibrated on `representative_data`, with box decoding, scores and NMS kept in float
-            (`FLOAT_OPS`).
+            ranges calibrated on `representative_data`, with the post-processing (box decoding, scores, NMS) and
+            the head outputs it reads kept in float (`_keep_float`).
         representative_data: for `quantize="int8"`: an iterable of uint8 images `[height, width, 3]` at
             `image_size` (~100 from the training data, as TFLite's guide advises).
         verbose: bool, print what was written.
-        input_signature: as Keras's `model.export`: a `[batch, height, width, 3]` spec fixes the size.
+        input_signature: as Keras's `model.export`: a `[batch, height, width, 3]` spec fixes the size and the
+            batch (`keras.InputSpec((None, 320, 320, 3), "uint8")`: any batch, for LiteRT too).
         **kwargs: passed to Keras's exporter: TFLite converter attributes for LiteRT (e.g. `optimizations`,
             `representative_dataset`), `opset_version` for ONNX.
 
@@ -133,7 +138,9 @@ def export_detector(model, filepath, format="tf_saved_model", image_size=None, c
             raise ValueError(f"Received quantize={quantize!r} with format={format!r}; quantization is LiteRT's "
                              "(format='litert').")
         kwargs.update(quantization_options(quantize, representative_data, image_size))
-    if batch_size is None and format == "litert":
+    if batch_size is None and input_signature is not None:
+        batch_size = _first_spec(input_signature).shape[0]  # None: any batch
+    elif batch_size is None and format == "litert":
         batch_size = 1
     spec = [tf.TensorSpec([batch_size, *image_size, 3], tf.uint8, name="images")]
     graph = detection_graph(model, image_size)
@@ -186,20 +193,81 @@ def quantization_options(quantize, representative_data, image_size):
     return {**options, "representative_dataset": dataset}
 
 
-# The ops an int8 export keeps in float: box decoding (anchors, deltas, exp, clipping), scores and the top-k / NMS
-# inputs. Quantizing them moves boxes by pixels: on the main job's trained shapes RetinaNet only 13% of predict's
-# detections kept IoU >= 0.9 with every op int8, 91% with these in float (benchmarks/README.md, "Exports").
-# Comparisons and selections too: quantized, the test that drops boxes of no size after clipping (x2 - x1 >= 0.01)
-# compared int8 tensors of other scales and came out false for every box of the phone detector, whose int8 file
-# then detected nothing.
+# Ops an int8 export keeps in float wherever they are (TFLite builtin names): comparisons and selections (quantized,
+# the test that drops boxes of no size after clipping, x2 - x1 >= 0.01, compared int8 tensors of other scales and came
+# out false for every box of the phone detector, whose int8 file then detected nothing), and box arithmetic.
 FLOAT_OPS = ("EXP", "MUL", "SUB", "ADD", "DIV", "MINIMUM", "MAXIMUM", "GATHER", "GATHER_ND", "CONCATENATION",
-             "LOGISTIC", "TOPK_V2", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "SELECT_V2")
+             "LOGISTIC", "TOPK_V2", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "SELECT_V2", "SPLIT")
+# Ops that only move or select values: an int8 input gives them an int8 output on the same scale.
+_DATA_MOVEMENT_OPS = ("RESHAPE", "CONCATENATION", "TRANSPOSE", "STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "PACK",
+                      "UNPACK", "GATHER", "SQUEEZE", "EXPAND_DIMS")
+
+
+def _keep_float(calibrated_model, graph_name, detector_name):
+    """Makes the post-processing and the layers whose outputs it reads float in a calibrated model (TFLite's
+    calibration output, before quantization): returns the model without those tensors' calibrated ranges, and the
+    names of the layers to deny quantization (`QuantizationDebugOptions.denylisted_nodes`).
+
+    The post-processing is every op outside the detector's layers that reads their outputs, directly or not: the
+    decoding, selection and NMS that `_detect_batch` traces after the heads. The layers it reads are found by
+    walking back from its inputs through ops that only move data (reshapes, concatenations) to the op that
+    computes them (a head's output convolution).
+
+    Denying ops by type (`FLOAT_OPS`) is not enough, and neither is denying these nodes alone: the quantizer gives
+    data-movement ops an int8 output wherever their input has a calibrated range, whatever the denylists say. On
+    the phone detector (320x320) that made the decoded boxes int8 on one scale for the whole image (1.25 px a step)
+    and the classification logits int8 on a scale set by their far tail (0.42 a step, ~0.1 in score), and 60% of
+    `predict`'s detections were found at IoU >= 0.9 (benchmarks/README.md, "The zoo's phone detector"). A tensor
+    without a calibrated range cannot be quantized, so it stays float."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    # Tensor names are `scope/op`, fused ops joining theirs with ";"; tracing suffixes scopes with "_1".
+    network = re.compile(rf"{re.escape(graph_name)}(_\d+)?/{re.escape(detector_name)}(_\d+)?/")
+    op_names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    flatbuffer = flatbuffer_utils.read_model_from_bytearray(bytearray(calibrated_model))
+    denied = []
+    for subgraph in flatbuffer.subgraphs:
+        def name(index):
+            value = subgraph.tensors[index].name
+            return value.decode() if isinstance(value, bytes) else value
+
+        def op_type(operator):
+            code = flatbuffer.operatorCodes[operator.opcodeIndex]
+            return op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+
+        producer = {index: operator for operator in subgraph.operators for index in operator.outputs}
+        in_network = {index for index in producer if network.match(name(index))}
+        # Forward: ops outside the network that read its outputs, directly or through each other (in execution
+        # order, so one pass suffices).
+        downstream, post = set(in_network), []
+        for operator in subgraph.operators:
+            if any(index in downstream for index in operator.inputs) and not any(
+                    index in in_network for index in operator.outputs):
+                post.append(operator)
+                downstream.update(operator.outputs)
+        floating = {index for operator in post for index in operator.outputs}
+        # Backward: from the network tensors the post-processing reads to the ops that compute them.
+        pending = [index for operator in post for index in operator.inputs if index in in_network]
+        while pending:
+            index = pending.pop()
+            if index in floating:
+                continue
+            floating.add(index)
+            operator = producer[index]
+            if op_type(operator) in _DATA_MOVEMENT_OPS:
+                pending.extend(i for i in operator.inputs if i in in_network)
+            else:
+                denied.append(name(index))
+        for index in floating:
+            subgraph.tensors[index].quantization = None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(flatbuffer)), denied
 
 
 def _convert_litert(graph, filepath, spec, supported_ops, representative_dataset=None, **kwargs):
-    """A LiteRT file of `graph`: Keras's exporter, or, for int8 (a `representative_dataset`), TFLite's
-    converter on the SavedModel Keras's exporter writes, quantized by TFLite's `QuantizationDebugger` with
-    `FLOAT_OPS` kept in float (Keras's exporter has no such option)."""
+    """A LiteRT file of `graph`: Keras's exporter, or, for int8 (a `representative_dataset`), TFLite's converter on
+    the SavedModel Keras's exporter writes, quantized by TFLite's `QuantizationDebugger` with the post-processing,
+    the layers it reads and `FLOAT_OPS` kept in float (`_keep_float`; Keras's exporter has no such option)."""
     import functools
     import tempfile
 
@@ -220,9 +288,12 @@ def _convert_litert(graph, filepath, spec, supported_ops, representative_dataset
         converter.representative_dataset = representative_dataset
         for name, value in kwargs.items():
             setattr(converter, name, value)
-        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS))
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative_dataset,
-                                                             debug_options=options)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative_dataset,
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_OPS)))
+        debugger.calibrated_model, denied = _keep_float(debugger.calibrated_model, graph.name, graph.detector.name)
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_ops=list(FLOAT_OPS), denylisted_nodes=denied)
         flatbuffer = debugger.get_nondebug_quantized_model()
     with open(filepath, "wb") as file:
         file.write(flatbuffer)

@@ -124,19 +124,23 @@ def _litert_ops(path):
 
 def test_retinanet_litert_has_builtin_ops_only_and_equals_predict(retinanet, tmp_path):
     """The RetinaNet LiteRT file converts with LiteRT builtins only (NMS as NON_MAX_SUPPRESSION_V5), runs in the
-    plain LiteRT interpreter (`ai-edge-litert`, as on phones) and gives `predict`'s detections."""
+    plain LiteRT interpreter (`ai-edge-litert`, as on phones) and gives `predict`'s detections; with Keras's
+    `input_signature` of batch None it takes any batch (the default, batch 1: the command-line test)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    path = retinanet.export(str(tmp_path / "retinanet.tflite"), format="litert", image_size=IMAGE_SIZE,
-                            class_names=CLASS_NAMES, verbose=False)
+    path = retinanet.export(str(tmp_path / "retinanet.tflite"), format="litert", class_names=CLASS_NAMES,
+                            input_signature=[keras.InputSpec(shape=(None, *IMAGE_SIZE, 3), dtype="uint8")],
+                            verbose=False)
     ops = _litert_ops(path)
     assert "NON_MAX_SUPPRESSION_V5" in ops and not any(name.startswith("Flex") for name in ops), sorted(ops)
     assert "CUSTOM" not in ops
     interpreter = Interpreter(model_path=path)
+    assert list(interpreter.get_input_details()[0]["shape_signature"]) == [-1, *IMAGE_SIZE, 3]
     runner = interpreter.get_signature_runner()
     assert [detail["dtype"] for detail in runner.get_input_details().values()] == [np.uint8]
-    for image in _images(2, seed=1):
-        assert_equal_to_predict(retinanet, image[None], runner(images=image[None]))
+    images = _images(3, seed=1)
+    assert_equal_to_predict(retinanet, images[:1], runner(images=images[:1]))
+    assert_equal_to_predict(retinanet, images, runner(images=images))
     metadata = read_metadata(path)
     assert metadata["class_names"] == list(CLASS_NAMES) and metadata["image_size"] == list(IMAGE_SIZE)
     assert metadata["select_tf_ops"] == []
@@ -327,8 +331,9 @@ def test_quantized_litert_files(retinanet, tmp_path):
         outputs = runner(images=images[:1])
         assert outputs["detection_boxes"].dtype == np.float32 and int(outputs["num_detections"][0]) > 0
         assert read_metadata(path)["quantize"] == quantize
-    # Box decoding stays float in the int8 file (FLOAT_OPS): with random weights a third or more of predict's boxes
-    # are still found at IoU >= 0.9 (with every op int8, under 5%: boxes move by pixels).
+    # The post-processing and the head outputs it reads stay float in the int8 file (formats._keep_float): with
+    # random weights 88% of predict's boxes are found at IoU >= 0.9 (57% with only FLOAT_OPS kept float: the quantizer
+    # made the decoded boxes and the logits int8 on the way; under 5% with every op int8).
     runner = Interpreter(model_path=str(tmp_path / "int8.tflite")).get_signature_runner()
     total = hits = 0
     for image in _images(8, seed=6):
@@ -336,7 +341,7 @@ def test_quantized_litert_files(retinanet, tmp_path):
         theirs, = _exported(runner(images=image[None]), 1)
         total += ours["count"]
         hits += _matched_at_iou(ours, theirs, 0.9) * ours["count"]
-    assert total > 0 and hits / total >= 0.33, hits / total
+    assert total > 0 and hits / total >= 0.75, hits / total
     # Comparisons and selections stay float: quantized, the check dropping boxes of no size compared int8 tensors
     # of other scales and dropped every box of the trained phone detector (its int8 file detected nothing).
     comparisons = ("GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "SELECT_V2")
