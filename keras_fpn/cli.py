@@ -165,6 +165,7 @@ def _train(args):
         raise ValueError(f"The validation classes {val.class_names} differ from the training classes "
                          f"{train.class_names}.")
     weights = args.backbone_weights
+    _seed(args.seed)
     with strategy.scope():
         model = models.build(args.model, num_classes=len(train.class_names),
                              backbone_weights="preset" if weights == "preset" else _weights(weights))
@@ -187,6 +188,14 @@ def _train(args):
     return 0
 
 
+def _seed(seed):
+    """Seeds the weight initialisation (Python, NumPy and the backend), so that two trainings with one `--seed`
+    start from the same weights; `--seed` also seeds the data order (train_detector / train_segmenter)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
 def _train_segmenter(args, record):
     from keras_fpn import models
     from keras_fpn.datasets.spec import load_segmentation_dataset
@@ -203,6 +212,7 @@ def _train_segmenter(args, record):
     if val_spec and args.eval_every:
         val = load_segmentation_dataset(val_spec, args.val_split, args.max_val_images, image_size)[:2]
     weights = args.backbone_weights
+    _seed(args.seed)
     model = models.build(args.model, num_classes=len(class_names),
                          backbone_weights="preset" if weights == "preset" else _weights(weights))
     print(f"{args.model}: {model.count_params():,} parameters, {len(class_names)} classes {list(class_names)[:10]}"
@@ -578,7 +588,7 @@ def build_parser():
                        help="continue from OUTPUT_DIR/checkpoints when it has a checkpoint (default: yes)")
     train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                        help="a progress bar per epoch (default) or one line per epoch (--no-progress)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seeds the weight initialisation and the data order")
     # The names are checked by keras_fpn.training.make_strategy (an unknown one: exit 2, naming them), so that
     # building this parser imports no TensorFlow.
     train.add_argument("--strategy", default="default",

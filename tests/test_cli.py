@@ -206,6 +206,25 @@ def test_predict_reports_missing_images(trained_run, capsys):
     assert "/no/such.jpg" in capsys.readouterr().err
 
 
+def test_train_seeds_the_weight_initialisation(tmp_path, monkeypatch):
+    """`--seed` fixes the weights training starts from: two runs with one seed start equal, another seed differs
+    (the training itself is replaced: only the model handed to it is read)."""
+    from keras_fpn import training
+
+    starts = []
+
+    def start_only(model, *args, **kwargs):
+        starts.append([np.asarray(weight) for weight in model.weights])
+        return model, {}
+
+    monkeypatch.setattr(training, "train_detector", start_only)
+    for seed in ("3", "3", "4"):
+        assert cli.main(["train", *SMALL, "--dataset", "shapes", "--max-images", "8", "--eval-every", "0",
+                         "--seed", seed, "--output-dir", str(tmp_path / seed)]) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(starts[0], starts[1]))
+    assert not all(np.array_equal(a, b) for a, b in zip(starts[0], starts[2]))
+
+
 def test_damaged_checkpoint_stops_training_with_the_reason(tmp_path, capsys):
     output = str(tmp_path / "run")
     argv = ["train", *SMALL, "--dataset", "shapes", "--max-images", "8", "--eval-every", "0", "--epochs", "1",
