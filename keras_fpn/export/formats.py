@@ -100,9 +100,9 @@ def export_detector(model, filepath, format="tf_saved_model", image_size=None, c
             (as phones run it) and any for ONNX and the SavedModel. A LiteRT file of any batch takes the batch its
             first call gives (the signature runner resizes its input; `Interpreter.resize_tensor_input` otherwise).
         select_tf_ops: LiteRT only. None (default): builtin ops when the model converts with them (every keras_fpn
-            detector does at a fixed batch), else TensorFlow's Select ops for the ops LiteRT lacks, with a note naming them; the file
-            then needs the Flex delegate (the plain `ai-edge-litert` interpreter lacks it). False: builtin ops or an
-            error naming the blocking ops. True: Select ops allowed.
+            detector does at a fixed batch), else TensorFlow's Select ops for the ops LiteRT lacks, with a note naming
+            them; the file then needs the Flex delegate (the plain `ai-edge-litert` interpreter lacks it). False:
+            builtin ops or an error naming the blocking ops. True: Select ops allowed.
         quantize: LiteRT only, post-training quantization by the TFLite converter. None (float32); `"dynamic"`:
             weights stored as int8, computed in float (dynamic range); `"int8"`: weights and activations int8, their
             ranges calibrated on `representative_data`, with the post-processing (box decoding, scores, NMS) and
@@ -197,7 +197,7 @@ def quantization_options(quantize, representative_data, image_size):
 # the test that drops boxes of no size after clipping, x2 - x1 >= 0.01, compared int8 tensors of other scales and came
 # out false for every box of the phone detector, whose int8 file then detected nothing), and box arithmetic.
 FLOAT_OPS = ("EXP", "MUL", "SUB", "ADD", "DIV", "MINIMUM", "MAXIMUM", "GATHER", "GATHER_ND", "CONCATENATION",
-             "LOGISTIC", "TOPK_V2", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "SELECT_V2", "SPLIT")
+             "LOGISTIC", "TOPK_V2", "GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "SELECT_V2")
 # Ops that only move or select values: an int8 input gives them an int8 output on the same scale.
 _DATA_MOVEMENT_OPS = ("RESHAPE", "CONCATENATION", "TRANSPOSE", "STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "PACK",
                       "UNPACK", "GATHER", "SQUEEZE", "EXPAND_DIMS")
