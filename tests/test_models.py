@@ -27,8 +27,8 @@ TRAINED = {
                                         "--output-dir runs/mask_shapes && keras-fpn evaluate runs/mask_shapes "
                                         "--dataset shapes",
     "retinanet_mobilenetv3large_fpnlite_shapes": "keras-fpn train --model retinanet_mobilenetv3large_fpnlite_shapes "
-                                                 "--dataset shapes --epochs 10 --steps-per-epoch 100 --max-images 2000 "
-                                                 "--eval-every 0 --output-dir runs/mobile && keras-fpn evaluate "
+                                                 "--dataset shapes --epochs 15 --steps-per-epoch 100 --max-images 2000 "
+                                                 "--eval-every 0 --seed 0 --output-dir runs/mobile && keras-fpn evaluate "
                                                  "runs/mobile --dataset shapes --max-images 200",
 }
 
