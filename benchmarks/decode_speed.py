@@ -43,7 +43,8 @@ def main():
         "low": tf.constant(rng.normal(-4.6, 0.3, (args.batch, n, args.classes)), tf.float32),
         "high": tf.constant(rng.normal(-4.0, 2.0, (args.batch, n, args.classes)), tf.float32),
     }
-    decode = tf.function(lambda d, c: decode_detections(d, c, anchors, per_level, size, size))
+    lookups = generator.lookups(shapes)
+    decode = tf.function(lambda d, c: decode_detections(d, c, lookups, per_level, size, size))
     print(f"anchors: {n:,}, classes: {args.classes}, batch: {args.batch}")
     for name, logits in regimes.items():
         decode(deltas, logits)  # trace and warm up

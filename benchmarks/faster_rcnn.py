@@ -41,7 +41,7 @@ def main(argv=None):
     images = tf.random.uniform((1, height, width, 3), 0.0, 255.0, seed=0)
     forward = tf.function(lambda x: model(x, training=False))
     y_pred = forward(images)
-    anchors, per_level = model.anchors_from(y_pred)
+    anchors, per_level = model.anchor_lookups(y_pred)
     proposals, _, _ = model._propose(y_pred, anchors, per_level, height, width, training=False)
     levels = {key: value for key, value in y_pred.items() if key.startswith("P")}
     roi_align = tf.function(lambda maps, boxes: multilevel_roi_align(

@@ -374,14 +374,14 @@ def task_decode(config, **_):
 
     model = ours(config)
     batch = images(config)
-    anchors, per_level = model.anchors_from(model(batch))
+    lookups, per_level = model.anchor_lookups(model(batch))
     height, width = int(batch.shape[1]), int(batch.shape[2])
-    count = int(anchors.shape[0])
+    count = sum(per_level)
     deltas = tf.random.normal((1, count, 4), stddev=0.1, seed=3)
     logits = tf.random.normal((1, count, config["classes"]), mean=1.0, seed=4)  # most scores above 0.05
     rows = []
     for topk in config["topk"]:
-        decode = tf.function(lambda d, lg, k=topk: decode_detections(d, lg, anchors, per_level, height, width,
+        decode = tf.function(lambda d, lg, k=topk: decode_detections(d, lg, lookups, per_level, height, width,
                                                                       pre_nms_topk=k))
         candidates = sum(min(topk, size * config["classes"]) for size in per_level)
         rows.append({"pre_nms_topk": topk, "candidates": candidates,

@@ -1,6 +1,13 @@
 """Anchors for every detector (RetinaNet's heads, the RPN of FasterRCNN and MaskRCNN), computed from the runtime
-sizes of the pyramid maps."""
+sizes of the pyramid maps.
 
+Training matches every anchor, so it takes the whole table (`AnchorGenerator.__call__`). Decoding needs only the
+anchors of the top-k winners, which `AnchorGenerator.lookups` computes from their indices (row, column and cell
+shape) without the table, so an exported file stores no anchor table (it was 0.29 MB of float32 in the zoo's
+320x320 phone detector).
+"""
+
+import functools
 import math
 
 import numpy as np
@@ -79,23 +86,47 @@ class AnchorGenerator:
     def level_anchors(self, level, height, width, image_size=None):
         """Anchors `[height * width * A, 4]` of one level whose map is `height x width` (ints or tensors);
         `image_size` `(height, width)` of the padded input is needed by the torchvision convention."""
-        if self.convention == "torchvision":
-            if image_size is None:
-                raise ValueError("The torchvision anchor convention needs the input's image_size.")
-            # torchvision: stride = image_size // map_size, anchors at arange(size) * stride.
-            stride_y = ops.cast(ops.floor_divide(image_size[0], height), "float32")
-            stride_x = ops.cast(ops.floor_divide(image_size[1], width), "float32")
-            ys = ops.cast(ops.arange(height), "float32") * stride_y
-            xs = ops.cast(ops.arange(width), "float32") * stride_x
-        else:
-            stride = 2.0**level
-            ys = (ops.cast(ops.arange(height), "float32") + 0.5) * stride
-            xs = (ops.cast(ops.arange(width), "float32") + 0.5) * stride
+        stride_y, stride_x = self._strides(level, height, width, image_size)
+        ys, xs = ops.cast(ops.arange(height), "float32"), ops.cast(ops.arange(width), "float32")
+        if self.convention != "torchvision":  # torchvision: anchors at arange(size) * stride, not the cell centres
+            ys, xs = ys + 0.5, xs + 0.5
+        ys, xs = ys * stride_y, xs * stride_x
         cy, cx = ops.meshgrid(ys, xs, indexing="ij")
         centres = ops.stack([cx, cy, cx, cy], axis=-1)  # [h, w, 4]
         cells = ops.convert_to_tensor(self.cell_anchors(level), "float32")  # [A, 4]
         anchors = centres[:, :, None, :] + cells[None, None, :, :]
         return ops.reshape(anchors, (-1, 4))
+
+    def _strides(self, level, height, width, image_size):
+        """`(stride_y, stride_x)` of a level: `2^level`, or torchvision's `image_size // map_size`."""
+        if self.convention != "torchvision":
+            return 2.0**level, 2.0**level
+        if image_size is None:
+            raise ValueError("The torchvision anchor convention needs the input's image_size.")
+        return (ops.cast(ops.floor_divide(image_size[0], height), "float32"),
+                ops.cast(ops.floor_divide(image_size[1], width), "float32"))
+
+    def anchors_at(self, level, height, width, index, image_size=None):
+        """`level_anchors(level, height, width)[index]` for an int `index` of any shape (`[..., 4]`), computed from
+        the index (location `index // A` at row-major `(row, column)`, cell shape `index % A`) with no table: the
+        same float32 arithmetic as `level_anchors`, so the same values."""
+        per_location = self.anchors_per_location
+        index = ops.cast(index, "int32")
+        location, cell = index // per_location, index % per_location
+        row = ops.cast(location // ops.cast(width, "int32"), "float32")
+        column = ops.cast(location % ops.cast(width, "int32"), "float32")
+        stride_y, stride_x = self._strides(level, height, width, image_size)
+        if self.convention != "torchvision":
+            row, column = row + 0.5, column + 0.5
+        cy, cx = row * stride_y, column * stride_x
+        centres = ops.stack([cx, cy, cx, cy], axis=-1)
+        return centres + ops.take(ops.convert_to_tensor(self.cell_anchors(level), "float32"), cell, axis=0)
+
+    def lookups(self, level_shapes, image_size=None):
+        """For `{level: (height, width)}`, one function per level, in level order, mapping an index into that
+        level's anchors to the anchors (`anchors_at`); decoding passes them to `decode_selected`."""
+        return [functools.partial(self.anchors_at, level, *level_shapes[level], image_size=image_size)
+                for level in range(self.min_level, self.max_level + 1)]
 
     def __call__(self, level_shapes, image_size=None):
         """Anchors `[N, 4]` for `{level: (height, width)}`, concatenated in level order; `image_size` as in
@@ -105,3 +136,17 @@ class AnchorGenerator:
              for level in range(self.min_level, self.max_level + 1)],
             axis=0,
         )
+
+
+def table_lookups(anchors, level_sizes):
+    """`AnchorGenerator.lookups` over a given table: one function per level mapping an index into the level's rows
+    of `anchors [N, 4]` (`level_sizes` rows each, in order) to those rows."""
+    starts, start = [], 0
+    for size in level_sizes:  # ints, or scalar tensors for sizes known at run time
+        starts.append(start)
+        start = start + size
+    return [functools.partial(_take_rows, anchors, start) for start in starts]
+
+
+def _take_rows(anchors, start, index):
+    return ops.take(anchors, index + start, axis=0)

@@ -5,7 +5,6 @@ import math
 from keras import ops
 from keras.utils import bounding_boxes
 
-from keras_fpn.ops.portable import decodes_all_anchors
 
 # The largest log-scale a decoded box may take relative to its anchor: a box at most 1000/16 = 62.5 times its
 # anchor's height or width. The value and its form are torchvision's (`_utils.BoxCoder`, bbox_xform_clip) and
@@ -44,25 +43,12 @@ def decode_deltas(anchors, deltas, box_weights, max_log_scale=MAX_LOG_SCALE):
     )
 
 
-def decode_selected(anchors, deltas, index, box_weights):
-    """The boxes of `deltas [batch, N, 4]` against `anchors [N, 4]` at `index [batch, k]` (a top-k's winners):
-    `[batch, k, 4]` pixel `xyxy`.
-
-    It gathers the k anchors and deltas, then decodes k boxes. Within `keras_fpn.ops.portable(
-    decode_all_anchors=True)` it decodes every anchor, then gathers k boxes, which gives the same boxes: the LiteRT
-    dynamic-range export traces it so, since that quantizer stores the table of a GATHER from a constant as int8
-    (as it does an embedding table), and the anchor tables quantized so (a step of 2.7-3.2 px per level) moved the
-    phone detector's boxes by up to 1.6 px at 320x320. Decoded boxes are a runtime tensor and stay float. Full int8
-    keeps the gather of anchors: its GATHER stays float (`keras_fpn.export.formats.FLOAT_OPS`), while decoding
-    every anchor there quantized the decoded table (a third fewer of `predict`'s boxes kept IoU >= 0.9).
-    """
-    if decodes_all_anchors():
-        import tensorflow as tf  # portable() traces TensorFlow graphs only
-
-        # tf.gather's batch_dims: one GATHER, where ops.take_along_axis adds transposes and reshapes.
-        return tf.gather(decode_deltas(anchors[None], deltas, box_weights), index, batch_dims=1)
+def decode_selected(anchors_at, deltas, index, box_weights):
+    """The boxes of `deltas [batch, N, 4]` at `index [batch, k]` (a top-k's winners) against their anchors:
+    `[batch, k, 4]` pixel `xyxy`. `anchors_at` maps the indices to their anchors (`AnchorGenerator.lookups`, or
+    `keras_fpn.detection.anchors.table_lookups` over a table), so only the k anchors are computed and decoded."""
     selected_deltas = ops.take_along_axis(deltas, index[..., None], axis=1)
-    return decode_deltas(ops.take(anchors, index, axis=0), selected_deltas, box_weights)
+    return decode_deltas(anchors_at(index), selected_deltas, box_weights)
 
 
 def pairwise_iou(anchors, boxes):

@@ -34,7 +34,8 @@ def decode_detections(
     Args:
         box_deltas: `[batch, N, 4]` box head outputs.
         class_logits: `[batch, N, K]` classification logits.
-        anchors: `[N, 4]` pixel `xyxy` anchors.
+        anchors: one function per level mapping indices into that level's anchors to pixel `xyxy` anchors
+            (`AnchorGenerator.lookups`; `keras_fpn.detection.anchors.table_lookups` over an `[N, 4]` table).
         level_sizes: list of ints, anchors per level, in order (they add up to N).
         image_height, image_width: ints or scalar tensors, the size boxes are clipped to, or `[batch, 1]` tensors
             (each image's content size); boxes left under `MIN_BOX_SIZE` wide or high are dropped.
@@ -49,7 +50,7 @@ def decode_detections(
     batch = ops.shape(class_logits)[0]
     candidate_boxes, candidate_scores, candidate_classes = [], [], []
     start = 0
-    for size in level_sizes:
+    for anchors_at, size in zip(anchors, level_sizes):
         level_logits = class_logits[:, start : start + size]
         if isinstance(size, int):
             k = min(pre_nms_topk, size * num_classes)
@@ -67,7 +68,7 @@ def decode_detections(
         top_logits, top_index = ops.top_k(ops.reshape(shortlist, (batch, anchor_k * num_classes)), k=k)
         anchor_index = ops.take_along_axis(best_anchors, top_index // num_classes, axis=1)
         anchor_index = ops.minimum(anchor_index, size - 1)
-        candidate_boxes.append(decode_selected(anchors[start : start + size], box_deltas[:, start : start + size],
+        candidate_boxes.append(decode_selected(anchors_at, box_deltas[:, start : start + size],
                                                anchor_index, box_weights))
         candidate_scores.append(ops.sigmoid(top_logits))
         candidate_classes.append(top_index % num_classes)

@@ -357,12 +357,21 @@ class Detector(keras.Model):
         `self.anchor_generator`: sizes read from the maps themselves (static where known, at run time where not),
         so anchors and head outputs agree for every backbone and image size. `images` (the input batch) gives the
         input size that the torchvision anchor convention derives its strides from."""
+        shapes, per_level, size = self._anchor_grid(y_pred, images)
+        return self.anchor_generator(shapes, size), per_level
+
+    def anchor_lookups(self, y_pred, images=None):
+        """`anchors_from` for decoding: `(one function per level mapping indices to anchors, anchors per level)`
+        (`AnchorGenerator.lookups`), so decoding computes only the anchors it selects and no table is built."""
+        shapes, per_level, size = self._anchor_grid(y_pred, images)
+        return self.anchor_generator.lookups(shapes, size), per_level
+
+    def _anchor_grid(self, y_pred, images):
         generator = self.anchor_generator
         shapes = {level: map_sizes(y_pred[level_key("P", level)])
                   for level in range(generator.min_level, generator.max_level + 1)}
         per_level = [height * width * generator.anchors_per_location for height, width in shapes.values()]
-        size = None if images is None else image_size(images)
-        return generator(shapes, size), per_level
+        return shapes, per_level, None if images is None else image_size(images)
 
     def log_losses(self, losses, dropped, weights=None):
         """Logs each loss of `{name: value}` (to `{name}_tracker`) and the dropped boxes; returns their sum, each

@@ -33,7 +33,7 @@ import keras
 from keras import ops
 from keras.utils import bounding_boxes
 
-from keras_fpn.detection.anchors import DEFAULT_ASPECT_RATIOS, AnchorGenerator
+from keras_fpn.detection.anchors import DEFAULT_ASPECT_RATIOS, AnchorGenerator, table_lookups
 from keras_fpn.detection.detector import (Detector, check_arguments, content_limits, image_size,
                                           resolve_backbone)
 from keras_fpn.detection.roi_heads import (BoxHead, BoxPredictor, RoIHeads, decode_roi_detections, roi_loss,
@@ -293,7 +293,8 @@ class FasterRCNN(Detector):
         if self.rpn_only:
             return self.log_losses(losses, dropped)
 
-        proposals, _, valid = self._propose(y_pred, anchors, per_level, height, width, training=True)
+        proposals, _, valid = self._propose(y_pred, table_lookups(anchors, per_level), per_level, height, width,
+                                            training=True)
         rois, roi_labels, roi_targets, roi_valid, roi_gt_index = sample_rois(
             proposals, valid, boxes, labels, self.num_classes, self.roi_batch_size_per_image,
             self.roi_positive_fraction, self.roi_positive_iou, self.box_weights, self.seed_generator)
@@ -333,7 +334,7 @@ class FasterRCNN(Detector):
         images = check_images(ops.convert_to_tensor(backend_input(images)), self.input_multiple)
         y_pred = self(images, training=False)
         height, width = content_limits(image_sizes, *image_size(images), rank=3)
-        anchors, per_level = self.anchors_from(y_pred, images)
+        anchors, per_level = self.anchor_lookups(y_pred, images)
         return self._propose(y_pred, anchors, per_level, height, width, training=False, post_nms_topk=post_nms_topk)
 
     def detect_with_features(self, images, image_sizes=None):
@@ -341,7 +342,7 @@ class FasterRCNN(Detector):
         detections' pixel xyxy boxes as `"pixel_boxes"` in the second result (for heads run on detections)."""
         y_pred = self(images, training=False)
         height, width = image_size(images)
-        anchors, per_level = self.anchors_from(y_pred, images)
+        anchors, per_level = self.anchor_lookups(y_pred, images)
         # Proposals are clipped to each image's content (torchvision clips them to the resized image too).
         proposal_height, proposal_width = content_limits(image_sizes, height, width, rank=3)
         proposals, _, valid = self._propose(y_pred, anchors, per_level, proposal_height, proposal_width,

@@ -22,7 +22,9 @@ def generate_proposals(objectness, deltas, anchors, level_sizes, image_height, i
     torchvision and detectron2), and the `post_nms_topk` best of all levels are kept.
 
     Args:
-        objectness: `[batch, N]` logits. deltas: `[batch, N, 4]`. anchors: `[N, 4]` pixel `xyxy`.
+        objectness: `[batch, N]` logits. deltas: `[batch, N, 4]`.
+        anchors: one function per level mapping indices into that level's anchors to pixel `xyxy` anchors
+            (`AnchorGenerator.lookups`; `keras_fpn.detection.anchors.table_lookups` over an `[N, 4]` table).
         level_sizes: list of ints (or scalar tensors), anchors per level in order.
         image_height, image_width: the size boxes are clipped to.
 
@@ -36,7 +38,7 @@ def generate_proposals(objectness, deltas, anchors, level_sizes, image_height, i
     height, width = ops.cast(image_height, "float32"), ops.cast(image_width, "float32")
     boxes, scores, levels = [], [], []
     start = 0
-    for index, size in enumerate(level_sizes):
+    for index, (anchors_at, size) in enumerate(zip(anchors, level_sizes)):
         level_logits = objectness[:, start:start + size]
         if isinstance(size, int):
             k = min(pre_nms_topk, size)
@@ -45,8 +47,7 @@ def generate_proposals(objectness, deltas, anchors, level_sizes, image_height, i
             level_logits = ops.pad(level_logits, [[0, 0], [0, k]], constant_values=-1e9)
         top_logits, top_index = ops.top_k(level_logits, k=k)
         top_index = ops.minimum(top_index, size - 1)
-        level_boxes = decode_selected(anchors[start:start + size], deltas[:, start:start + size], top_index,
-                                      box_weights)
+        level_boxes = decode_selected(anchors_at, deltas[:, start:start + size], top_index, box_weights)
         level_boxes = clip_boxes(level_boxes, height, width)
         probability = ops.sigmoid(top_logits)
         large = ((level_boxes[..., 2] - level_boxes[..., 0]) >= min_size) & (

@@ -234,7 +234,7 @@ class RetinaNet(Detector):
         """Detections (see `predict`) from the raw outputs `y_pred` of `images`: top-k per level, box decoding,
         clipping to each image's content (`image_sizes`, see `Detector.detect`), per-class NMS
         (`keras_fpn.detection.decoder`)."""
-        anchors, per_level = self.anchors_from(y_pred, images)
+        anchors, per_level = self.anchor_lookups(y_pred, images)
         height, width = image_size(images)
         clip_height, clip_width = content_limits(image_sizes, height, width, rank=3)
         detections = decode_detections(

@@ -313,10 +313,7 @@ def _export_litert(graph, filepath, spec, model, metadata, select_tf_ops, verbos
     if not filepath.endswith(".tflite"):
         raise ValueError(f"Received {filepath!r}; a LiteRT file ends in .tflite.")
     builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    # Dynamic range (optimizations without a representative dataset) quantizes gathered constants: see
-    # keras_fpn.detection.box_coding.decode_selected.
-    dynamic_range = bool(kwargs.get("optimizations")) and kwargs.get("representative_dataset") is None
-    with portable(decode_all_anchors=dynamic_range):
+    with portable():
         if select_tf_ops is not True:
             try:
                 _convert_litert(graph, filepath, spec, builtins, **kwargs)

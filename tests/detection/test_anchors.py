@@ -65,3 +65,30 @@ def test_torchvision_convention():
         generator.level_anchors(7, 7, 10)
     with pytest.raises(ValueError, match="Received convention='detectron2'"):
         AnchorGenerator(3, 7, convention="detectron2")
+
+
+@pytest.mark.parametrize("convention", ["keras_fpn", "torchvision"])
+def test_anchors_at_indices_are_the_table_rows(convention):
+    """Decoding computes the anchors of its top-k indices (`lookups`) instead of taking rows of the table: the same
+    values, bit for bit, on odd map sizes, at every level, for map sizes known at trace time or (TensorFlow) only at
+    run time."""
+    generator = AnchorGenerator(3, 5, convention=convention)
+    shapes, image = {3: (13, 17), 4: (7, 9), 5: (4, 5)}, (104, 136)
+    table = keras.ops.convert_to_numpy(generator(shapes, image))
+    index = np.random.default_rng(0).integers(0, 13 * 17 * 9, (2, 50)).astype("int32")
+    index[0, :3] = [0, 13 * 17 * 9 - 1, 17 * 9 + 4]  # first and last anchor, row 1 column 0 cell 4
+    start = 0
+    for level, lookup in zip(shapes, generator.lookups(shapes, image)):
+        size = shapes[level][0] * shapes[level][1] * 9
+        level_index = index % size
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(lookup(level_index)), table[start + level_index])
+        start += size
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([2], tf.int32), tf.TensorSpec([2, 50], tf.int32)])
+    def runtime(size, level_index):
+        return generator.lookups({3: (size[0], size[1]), 4: (7, 9), 5: (4, 5)}, image)[0](level_index)
+
+    np.testing.assert_array_equal(runtime(tf.constant([13, 17]), index).numpy(), table[index])

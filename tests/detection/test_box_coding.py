@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_fpn.detection.box_coding import decode_deltas, decode_selected, encode_deltas, match_anchors, pairwise_iou
+from keras_fpn.detection.box_coding import decode_deltas, encode_deltas, match_anchors, pairwise_iou
 
 
 def np_(x):
@@ -80,23 +80,3 @@ def test_decoding_clamps_the_scale_like_torchvision():
     box = np.array([[[-100, -200, 116, 232]]], "float32")
     np.testing.assert_allclose(np_(decode_deltas(anchors, encode_deltas(anchors, box, weights), weights)), box,
                                rtol=1e-4)
-
-
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="portable() traces TensorFlow graphs")
-def test_decoding_every_anchor_then_selecting_gives_the_selected_boxes():
-    """`decode_selected` decodes the k selected anchors; within `portable(decode_all_anchors=True)` (the LiteRT
-    dynamic-range export) it decodes every anchor and gathers k boxes: the same boxes, in the same order."""
-    from keras_fpn.ops.portable import portable
-
-    rng = np.random.default_rng(0)
-    corners = rng.uniform(0, 200, (50, 2)).astype("float32")
-    anchors = np.concatenate([corners, corners + rng.uniform(4, 60, (50, 2))], axis=-1).astype("float32")
-    deltas = rng.normal(0, 1, (2, 50, 4)).astype("float32")
-    index = np.stack([rng.permutation(50)[:7], rng.permutation(50)[:7]]).astype("int32")
-    selected = decode_selected(anchors, deltas, index, (1.0, 1.0, 1.0, 1.0))
-    with portable(decode_all_anchors=True):
-        every = decode_selected(anchors, deltas, index, (1.0, 1.0, 1.0, 1.0))
-    expected = np.stack([decode_deltas(anchors[index[b]], deltas[b, index[b]], (1.0, 1.0, 1.0, 1.0))
-                         for b in range(2)])
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(selected), expected, rtol=1e-6, atol=1e-4)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(every), expected, rtol=1e-6, atol=1e-4)

@@ -8,6 +8,7 @@ pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason=
 
 import tensorflow as tf  # noqa: E402
 
+from keras_fpn.detection.anchors import table_lookups  # noqa: E402
 from keras_fpn.detection.box_coding import decode_deltas  # noqa: E402
 from keras_fpn.detection.decoder import decode_detections  # noqa: E402
 
@@ -51,8 +52,8 @@ def head_outputs():
 @pytest.mark.parametrize("score_threshold", [0.05, 0.9])
 def test_same_detections_as_brute_force_top_k(head_outputs, score_threshold):
     deltas, logits, anchors = head_outputs
-    got = decode_detections(deltas, logits, anchors, LEVEL_SIZES, HEIGHT, WIDTH, score_threshold=score_threshold,
-                            pre_nms_topk=TOPK, max_detections=20)
+    got = decode_detections(deltas, logits, table_lookups(anchors, LEVEL_SIZES), LEVEL_SIZES, HEIGHT, WIDTH,
+                            score_threshold=score_threshold, pre_nms_topk=TOPK, max_detections=20)
     boxes, scores, classes, counts = brute_force(deltas, logits, anchors, score_threshold)
     np.testing.assert_array_equal(got["num_detections"], counts.numpy().astype(np.int32))
     assert int(counts[0]) > 0
@@ -64,14 +65,15 @@ def test_same_detections_as_brute_force_top_k(head_outputs, score_threshold):
 
 def test_runtime_level_sizes_give_the_same_detections(head_outputs):
     deltas, logits, anchors = head_outputs
-    expected = decode_detections(deltas, logits, anchors, LEVEL_SIZES, HEIGHT, WIDTH, pre_nms_topk=TOPK,
-                                 max_detections=20)
+    expected = decode_detections(deltas, logits, table_lookups(anchors, LEVEL_SIZES), LEVEL_SIZES, HEIGHT, WIDTH,
+                                 pre_nms_topk=TOPK, max_detections=20)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, 4]), tf.TensorSpec([None, None, NUM_CLASSES]),
                                   tf.TensorSpec([None, 4]), tf.TensorSpec([3], tf.int32)])
     def decode(deltas, logits, anchors, sizes):
-        return decode_detections(deltas, logits, anchors, [sizes[0], sizes[1], sizes[2]], HEIGHT, WIDTH,
-                                 pre_nms_topk=TOPK, max_detections=20)
+        runtime_sizes = [sizes[0], sizes[1], sizes[2]]
+        return decode_detections(deltas, logits, table_lookups(anchors, runtime_sizes), runtime_sizes, HEIGHT,
+                                 WIDTH, pre_nms_topk=TOPK, max_detections=20)
 
     got = decode(deltas, logits, anchors, tf.constant(LEVEL_SIZES))
     for key in expected:

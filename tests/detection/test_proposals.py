@@ -7,6 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="proposals use TensorFlow's NMS")
 
+from keras_fpn.detection.anchors import table_lookups  # noqa: E402
 from keras_fpn.detection.proposals import generate_proposals  # noqa: E402
 
 
@@ -18,8 +19,8 @@ def test_proposals_take_top_k_per_level_nms_within_levels_and_top_k_per_image():
     deltas = np.zeros((1, 7, 4), np.float32)
 
     def run(pre, post):
-        boxes, scores, valid = generate_proposals(logits, deltas, anchors, [4, 3], 128, 128, pre_nms_topk=pre,
-                                                  post_nms_topk=post, nms_iou_threshold=0.7)
+        boxes, scores, valid = generate_proposals(logits, deltas, table_lookups(anchors, [4, 3]), [4, 3], 128, 128,
+                                                  pre_nms_topk=pre, post_nms_topk=post, nms_iou_threshold=0.7)
         n = int(np.sum(np.asarray(valid)))
         return np.asarray(boxes)[0, :n].tolist(), np.asarray(scores)[0, :n]
 
@@ -37,8 +38,8 @@ def test_proposals_take_top_k_per_level_nms_within_levels_and_top_k_per_image():
 def test_proposals_are_decoded_clipped_and_small_ones_dropped():
     anchors = np.array([[10, 10, 30, 30], [90, 90, 130, 130], [40, 40, 41, 41]], np.float32)
     deltas = np.array([[[0.5, 0.0, 0.0, 0.0], [0, 0, 0, 0], [0, 0, 0, 0]]], np.float32)  # dy = 0.5 * 20 = 10
-    boxes, _, valid = generate_proposals(np.zeros((1, 3), np.float32), deltas, anchors, [3], 100, 120,
-                                         pre_nms_topk=3, post_nms_topk=3, min_size=2.0)
+    boxes, _, valid = generate_proposals(np.zeros((1, 3), np.float32), deltas, table_lookups(anchors, [3]), [3],
+                                         100, 120, pre_nms_topk=3, post_nms_topk=3, min_size=2.0)
     assert int(np.sum(np.asarray(valid))) == 2  # the 1-pixel box is dropped
     got = sorted(np.asarray(boxes)[0, :2].round(4).tolist())
     assert got == [[10, 20, 30, 40], [90, 90, 120, 100]]  # xyxy, shifted down 10; clipped to 120 x 100
