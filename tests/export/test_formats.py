@@ -32,7 +32,10 @@ def _images(count, seed=0):
 
 @pytest.fixture(scope="module")
 def retinanet():
-    # prior_probability=0.3: random weights then score plenty of detections, spread apart.
+    # prior_probability=0.3: random weights then score plenty of detections, spread apart. Seeded here, since a
+    # module fixture is built before the per-test seed and would otherwise take whatever random state the tests
+    # before it left (test_quantized_litert_files' int8 share varies with the weights).
+    keras.utils.set_random_seed(0)
     model = tiny_retinanet(prior_probability=0.3)
     model.predict_on_batch(_images(1))
     return model
@@ -331,9 +334,10 @@ def test_quantized_litert_files(retinanet, tmp_path):
         outputs = runner(images=images[:1])
         assert outputs["detection_boxes"].dtype == np.float32 and int(outputs["num_detections"][0]) > 0
         assert read_metadata(path)["quantize"] == quantize
-    # The post-processing and the head outputs it reads stay float in the int8 file (formats._keep_float): with
-    # random weights 88% of predict's boxes are found at IoU >= 0.9 (57% with only FLOAT_OPS kept float: the quantizer
-    # made the decoded boxes and the logits int8 on the way; under 5% with every op int8).
+    # The post-processing and the head outputs it reads stay float in the int8 file (formats._keep_float): 68% of
+    # predict's boxes are found at IoU >= 0.9 with this fixture's weights (60-85% over seeds 0-9 of the fixture;
+    # with only FLOAT_OPS kept float, where the quantizer makes the decoded boxes and the logits int8 on the way,
+    # 4-38% over seeds 0, 1 and 5). The trained phone detector keeps 96% (benchmarks/README.md).
     runner = Interpreter(model_path=str(tmp_path / "int8.tflite")).get_signature_runner()
     total = hits = 0
     for image in _images(8, seed=6):
@@ -341,7 +345,7 @@ def test_quantized_litert_files(retinanet, tmp_path):
         theirs, = _exported(runner(images=image[None]), 1)
         total += ours["count"]
         hits += _matched_at_iou(ours, theirs, 0.9) * ours["count"]
-    assert total > 0 and hits / total >= 0.75, hits / total
+    assert total > 0 and hits / total >= 0.6, hits / total
     # Comparisons and selections stay float: quantized, the check dropping boxes of no size compared int8 tensors
     # of other scales and dropped every box of the trained phone detector (its int8 file detected nothing).
     comparisons = ("GREATER", "GREATER_EQUAL", "LESS", "LESS_EQUAL", "SELECT_V2")
