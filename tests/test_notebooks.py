@@ -54,20 +54,8 @@ def test_notebook_runs_top_to_bottom_with_small_settings(path, raccoon, tmp_path
         assert re.search(expected, text), (expected, text[-2000:])
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the notebooks export SavedModels")
-def test_the_serving_notebook_takes_a_mask_rcnn(raccoon, tmp_path, monkeypatch):
-    monkeypatch.setenv("KERAS_FPN_PRESET", "maskrcnn_mobilenetv3small_shapes")
-    path = next(path for path in NOTEBOOKS if path.stem == "03_export_and_serve")
-    # Up to TF Serving and back: the LiteRT section is RetinaNet's run of the notebook (two-stage LiteRT files are
-    # tests/export/test_formats.py's).
-    text = _run_small(path, raccoon, tmp_path, monkeypatch, skip_section="## On a phone")
-    assert "maskrcnn_mobilenetv3small_shapes held-out AP50" in text and "held-out mask AP50" in text
-
-
-def _run_small(path, raccoon, tmp_path, monkeypatch, skip_section=None):
-    """Runs a notebook top to bottom with its small settings; returns its printed text. `skip_section`: the first
-    line of a markdown cell whose section (that cell and the code cell after it) is left out."""
+def _run_small(path, raccoon, tmp_path, monkeypatch):
+    """Runs a notebook top to bottom with its small settings; returns its printed text."""
     from nbclient import NotebookClient
 
     monkeypatch.setenv("KERAS_FPN_SMALL", "1")
@@ -75,10 +63,6 @@ def _run_small(path, raccoon, tmp_path, monkeypatch, skip_section=None):
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     notebook = _read(path)
-    if skip_section is not None:
-        start = next(i for i, cell in enumerate(notebook.cells)
-                     if cell.cell_type == "markdown" and cell.source.startswith(skip_section))
-        del notebook.cells[start:start + 2]
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "\n".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
