@@ -115,6 +115,19 @@ def test_readme_command_line_example_runs_as_written(tmp_path, monkeypatch, caps
     assert (tmp_path / "runs/shapes/detections.png").exists()
 
 
+def test_readme_export_commands_are_the_command_lines():
+    """The README's LiteRT / ONNX commands parse with `keras-fpn export`'s options (what those exports give is
+    tests/export/test_formats.py's, the int8 one from the command line included)."""
+    import shlex
+
+    from keras_fpn.cli import build_parser
+
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", docs_text(), re.S) if "--format onnx" in b)
+    lines = [line.split("#")[0] for line in block.splitlines() if line.startswith("keras-fpn export ")]
+    parsed = [build_parser().parse_args(shlex.split(line)[1:]) for line in lines]
+    assert [(args.format, args.quantize) for args in parsed] == [("litert", None), ("litert", "int8"), ("onnx", None)]
+
+
 def test_readme_bfloat16_example_runs(tmp_path, monkeypatch):
     import keras
     import pytest
